@@ -1,0 +1,1 @@
+"""street-scene: reproducible street-scene detection and segmentation."""

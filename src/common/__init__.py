@@ -1,0 +1,1 @@
+"""Shared reproducibility core: config, run directories, metadata, checkpoints, registry."""

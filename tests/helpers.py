@@ -1,0 +1,34 @@
+"""Helpers for tests that run our scripts as a user would (in a subprocess, network blocked)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NETBLOCK_DIR = Path(__file__).resolve().parent / "netblock"
+
+
+def subprocess_env(extra=None):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(NETBLOCK_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    env["YOLO_OFFLINE"] = "1"
+    env["YOLO_AUTOINSTALL"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_script(script, *args, cwd=None, env=None, timeout=600):
+    """Run `python scripts/<script> args...` (or any argv list when script is None); return CompletedProcess."""
+    argv = [sys.executable, str(REPO_ROOT / "scripts" / script), *map(str, args)]
+    return subprocess.run(argv, cwd=cwd or REPO_ROOT, env=subprocess_env(env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """Run `street-scene args...` through `python -m src.cli.main`."""
+    argv = [sys.executable, "-m", "src.cli.main", *map(str, args)]
+    return subprocess.run(argv, cwd=cwd or REPO_ROOT, env=subprocess_env(env), capture_output=True,
+                          text=True, timeout=timeout)
