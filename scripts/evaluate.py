@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""Evaluate a street-scene checkpoint: `python scripts/evaluate.py --help`. Same as `street-scene evaluate`."""
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    from src.cli.main import script_main
+
+    sys.exit(script_main("evaluate", "scripts/evaluate.py"))

@@ -1,0 +1,1 @@
+"""Run lifecycles shared by every task, and the StreetScenePipeline API."""

@@ -1,0 +1,134 @@
+"""What a task gets from the shared run lifecycle: plain values plus the two ways it writes results.
+
+A task never creates files of the run itself except through `save_checkpoint` and `log_epoch`, so every
+task's run directory, checkpoint format and metrics file are the same.
+"""
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from src.common.atomic import atomic_write_text
+from src.common.checkpoint import build_checkpoint, save_checkpoint
+
+BEST_CHECKPOINT = "best_model.pth"
+METRICS_FILE = "metrics.csv"
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"checkpoint_epoch_{epoch}.pth"
+
+
+@dataclass
+class TrainContext:
+    config: Dict[str, Any]
+    config_hash: str
+    task: str
+    subtask: str
+    seed: int
+    device: str
+    run_id: str
+    run_dir: Path
+    data: Dict[str, Any]
+    metadata: Dict[str, Any]
+    save_every: int = 1
+    keep_last: int = 0
+    resume: Optional[Dict[str, Any]] = None  # the checkpoint being resumed, when resuming
+    epoch_hooks: List[Callable[[int, Dict[str, Any]], None]] = field(default_factory=list)
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    is_main: bool = True
+
+    def save_checkpoint(self, epoch: int, model_state: Dict[str, Any], model_spec: Dict[str, Any],
+                        metrics: Dict[str, Any], *, is_best: bool = False, last: bool = False,
+                        train_state: Optional[Dict[str, Any]] = None) -> Optional[Path]:
+        """Save `checkpoint_epoch_N.pth` when the policy says so (every `save_every` epochs and the last
+        epoch; keep the newest `keep_last`, 0 = all) and `best_model.pth` when `is_best`."""
+        if not self.is_main:
+            return None
+        periodic = last or (self.save_every > 0 and epoch % self.save_every == 0)
+        if not (periodic or is_best):
+            return None
+        ckpt = build_checkpoint(task=self.task, subtask=self.subtask, model_state=model_state,
+                                model_spec=model_spec, epoch=epoch, metrics=metrics, config=self.config,
+                                config_hash=self.config_hash, metadata=self.metadata, train_state=train_state)
+        path = None
+        if periodic:
+            path = save_checkpoint(self.run_dir / epoch_checkpoint_name(epoch), ckpt)
+            self._prune_epoch_checkpoints()
+        if is_best:
+            ckpt.pop("train_state", None)  # best_model.pth is for evaluation and deployment, not resuming
+            best = save_checkpoint(self.run_dir / BEST_CHECKPOINT, ckpt)
+            path = path or best
+        return path
+
+    def _prune_epoch_checkpoints(self) -> None:
+        if self.keep_last <= 0:
+            return
+        found = sorted(self.run_dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of)
+        for old in found[: -self.keep_last]:
+            old.unlink()
+
+    def log_epoch(self, epoch: int, metrics: Dict[str, Any]) -> None:
+        """Record one epoch's metrics: metrics.csv (rewritten atomically) and any tracking hooks."""
+        row = {"epoch": epoch, **{k: _scalar(v) for k, v in metrics.items()}}
+        self.history = [r for r in self.history if r["epoch"] != epoch] + [row]
+        if self.is_main:
+            write_metrics_csv(self.run_dir / METRICS_FILE, self.history)
+            for hook in self.epoch_hooks:
+                hook(epoch, dict(row))
+
+
+@dataclass
+class EvalContext:
+    config: Dict[str, Any]
+    task: str
+    subtask: str
+    device: str
+    checkpoint: Dict[str, Any]
+    checkpoint_path: Path
+    data: Dict[str, Any]
+    output_dir: Path
+
+
+def _epoch_of(path: Path) -> int:
+    try:
+        return int(path.stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _scalar(value: Any) -> Any:
+    try:
+        return float(value) if not isinstance(value, (int, str)) else value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def write_metrics_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
+    columns: List[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_metrics_csv(path: Path) -> List[Dict[str, Any]]:
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: _parse_number(v) for k, v in row.items()} for row in rows]
+
+
+def _parse_number(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except (TypeError, ValueError):
+            continue
+    return text

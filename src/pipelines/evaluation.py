@@ -1,0 +1,105 @@
+"""The shared evaluation lifecycle: load a checkpoint, check it belongs here, verify config, evaluate, save."""
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from src.common.atomic import atomic_write_text
+from src.common.checkpoint import load_checkpoint
+from src.common.config_manager import ConfigManager
+from src.common.dictdiff import format_changes
+from src.common.errors import UserError
+from src.pipelines.context import EvalContext
+from src.pipelines.runner import resolve_device, resolve_subtask
+from src.tasks import load_task
+
+
+class ConfigMismatchError(UserError):
+    """--strict evaluation of a checkpoint trained with a different config."""
+
+
+@dataclass
+class EvalRequest:
+    config_path: Path
+    task: str
+    subtask: Optional[str]
+    test_data: Optional[str]
+    checkpoint_path: Path
+    data_yaml: Optional[str] = None
+    overrides: Sequence[str] = ()
+    verify_config: bool = False
+    strict: bool = False
+    allow_legacy: bool = False
+    save_results: bool = True
+
+
+def config_mismatch_lines(cm: ConfigManager, ckpt: Dict[str, Any]) -> List[str]:
+    """The guide's warning plus one `key: checkpoint -> current` line per difference; [] when hashes match."""
+    current = cm.get_config_hash()
+    if ckpt["config_hash"] == current:
+        return []
+    warning = (f"Config hash mismatch! Checkpoint config hash: {ckpt['config_hash']}, "
+               f"Current config hash: {current}. This may affect reproducibility.")
+    return [warning] + ["  " + line for line in format_changes(cm.diff(ckpt["config"]))]
+
+
+def evaluate(request: EvalRequest) -> Dict[str, Any]:
+    """Evaluate a checkpoint on test data; returns the metrics dict (also saved beside the checkpoint)."""
+    cm = ConfigManager(request.config_path, request.overrides)
+    config = cm.get_config()
+    task_module = load_task(request.task)
+    subtask = resolve_subtask(task_module, config, request.task, request.subtask)
+    ckpt = load_checkpoint(Path(request.checkpoint_path), allow_legacy=request.allow_legacy)
+    if ckpt.get("legacy"):
+        print(f"warning: {request.checkpoint_path} is a legacy checkpoint: config verification skipped",
+              file=sys.stderr)
+    else:
+        _check_checkpoint_matches(ckpt, request.task, subtask, request.checkpoint_path)
+        if request.verify_config:
+            lines = config_mismatch_lines(cm, ckpt)
+            for line in lines:
+                print(line)
+            if lines and request.strict:
+                raise ConfigMismatchError(f"config hash mismatch for {request.checkpoint_path} (--strict); "
+                                          f"evaluate with --config <run dir>/config.yaml")
+            if not lines:
+                print(f"Config hash verified: {ckpt['config_hash']}")
+    data = task_module.prepare_eval(config, subtask, request.test_data, request.data_yaml, ckpt)
+    ckpt_path = Path(request.checkpoint_path).resolve()
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+    out_dir = ckpt_path.parent / "evaluations" / f"{stamp}_{ckpt_path.stem}"
+    ctx = EvalContext(config=config, task=request.task, subtask=subtask,
+                      device=resolve_device(config.get("device", "auto")), checkpoint=ckpt,
+                      checkpoint_path=ckpt_path, data=data, output_dir=out_dir)
+    metrics = task_module.evaluate(ctx)
+    if request.save_results:
+        _save_results(out_dir.with_suffix(".json"), request, ckpt, data, metrics)
+    return metrics
+
+
+def _check_checkpoint_matches(ckpt: Dict[str, Any], task: str, subtask: str, path) -> None:
+    if ckpt["task"] != task:
+        raise UserError(f"checkpoint {path} is a {ckpt['task']} model, but --task is {task}")
+    if ckpt["subtask"] != subtask:
+        raise UserError(f"checkpoint {path} was trained for {ckpt['subtask']}, but the evaluation is for "
+                        f"{subtask}; pass --{task}-task {ckpt['subtask']}")
+
+
+def _save_results(path: Path, request: EvalRequest, ckpt: Dict[str, Any], data: Dict[str, Any],
+                  metrics: Dict[str, Any]) -> None:
+    record = {
+        "checkpoint": str(Path(request.checkpoint_path).resolve()),
+        "checkpoint_config_hash": ckpt.get("config_hash"),
+        "run_id": (ckpt.get("metadata") or {}).get("run_id"),
+        "task": request.task,
+        "test_data": data.get("record", {}),
+        "evaluated_at": datetime.now().isoformat(timespec="seconds"),
+        "metrics": metrics,
+    }
+    try:
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    except OSError as exc:  # a read-only model store must not make evaluation fail
+        print(f"warning: could not save evaluation results to {path}: {exc.strerror}", file=sys.stderr)

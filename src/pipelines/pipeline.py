@@ -1,0 +1,45 @@
+"""StreetScenePipeline: the Python API of the user guide, over the same code paths as the scripts."""
+
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+
+class StreetScenePipeline:
+    """`StreetScenePipeline(config_path, 'detection', detection_task='vehicle_detection')`.
+
+    Config loading and checks happen in `train` / `evaluate` (through ConfigManager), exactly as for
+    `scripts/train.py` and `scripts/evaluate.py`.
+    """
+
+    def __init__(self, config_path, task: str, detection_task: Optional[str] = None,
+                 segmentation_task: Optional[str] = None, overrides: Sequence[str] = (),
+                 seed: Optional[int] = None):
+        self.config_path = Path(config_path)
+        self.task = task
+        self.subtask = detection_task if task == "detection" else segmentation_task
+        self.overrides = list(overrides)
+        self.seed = seed
+
+    def train(self, train_data_path, val_data_path, data_yaml=None, run_name: Optional[str] = None
+              ) -> Dict[str, Any]:
+        """Train and register; returns run_id, run_dir, checkpoint_path and the final metrics."""
+        from src.pipelines.runner import TrainRequest, train
+
+        result = train(TrainRequest(
+            config_path=self.config_path, task=self.task, subtask=self.subtask, train_data=str(train_data_path),
+            val_data=str(val_data_path), data_yaml=data_yaml, run_name=run_name, overrides=self.overrides,
+            seed=self.seed,
+        ))
+        return {"run_id": result.run_id, "run_dir": str(result.run_dir),
+                "checkpoint_path": str(result.checkpoint_path), "metrics": result.metrics}
+
+    def evaluate(self, test_data_path, checkpoint_path, data_yaml=None, verify_config: bool = False,
+                 strict: bool = False) -> Dict[str, Any]:
+        """Evaluate a checkpoint; without data_yaml the class names come from the checkpoint."""
+        from src.pipelines.evaluation import EvalRequest, evaluate
+
+        return evaluate(EvalRequest(
+            config_path=self.config_path, task=self.task, subtask=self.subtask, test_data=str(test_data_path),
+            checkpoint_path=Path(checkpoint_path), data_yaml=data_yaml, overrides=self.overrides,
+            verify_config=verify_config, strict=strict,
+        ))

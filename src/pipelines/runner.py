@@ -1,0 +1,170 @@
+"""The shared training lifecycle for every task.
+
+validate everything -> create the run dir -> record config/metadata/environment -> seed -> task.train
+-> mark completed -> register. A failure after the run dir exists marks it `failed` and registers nothing.
+"""
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from src.common.atomic import atomic_write_text
+from src.common.checkpoint import file_sha256
+from src.common.config_manager import ConfigManager
+from src.common.errors import UserError
+from src.common.metadata import collect_metadata, environment_lines, now_iso, update_metadata, write_metadata
+from src.common.run_dir import create_run_dir
+from src.common.yaml_io import dump_yaml
+from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, TrainContext, read_metrics_csv
+from src.tasks import load_task
+
+
+@dataclass
+class TrainRequest:
+    config_path: Path
+    task: str
+    subtask: Optional[str]
+    train_data: Optional[str]
+    val_data: Optional[str]
+    data_yaml: Optional[str] = None
+    run_name: Optional[str] = None
+    overrides: Sequence[str] = ()
+    seed: Optional[int] = None
+    output_dir: Optional[Path] = None
+    registry_path: Optional[Path] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    metrics: Dict[str, Any]
+    checkpoint_path: Path
+
+
+def resolve_device(requested: Any) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; anything else is checked, not guessed."""
+    import torch
+
+    name = str(requested if requested is not None else "auto").strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"config device {requested!r} asks for CUDA but no GPU is available; set device=cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise UserError(f"config device {requested!r} is not one of auto, cpu, cuda, cuda:N")
+    return name
+
+
+def resolve_subtask(task_module, config: Dict[str, Any], task: str, subtask: Optional[str]) -> str:
+    known = task_module.subtasks(config)
+    if subtask is None:
+        if len(known) == 1:
+            return known[0]
+        raise UserError(f"--{task}-task is required; choose one of {', '.join(known)}")
+    if subtask not in known:
+        raise UserError(f"unknown --{task}-task {subtask!r}; choose one of {', '.join(known)} "
+                        f"(defined under {task}.tasks in the config)")
+    return subtask
+
+
+def _checkpoint_policy(config: Dict[str, Any]) -> Dict[str, int]:
+    policy = config.get("checkpoint") or {}
+    save_every, keep_last = policy.get("save_every", 1), policy.get("keep_last", 0)
+    for key, value in (("save_every", save_every), ("keep_last", keep_last)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserError(f"config checkpoint.{key} must be an integer >= 0, got {value!r}")
+    return {"save_every": save_every, "keep_last": keep_last}
+
+
+def train(request: TrainRequest, registry=None) -> TrainResult:
+    """Run one training job end to end; see the module docstring."""
+    from src.common.model_registry import ModelRegistry, build_entry
+
+    cm = ConfigManager(request.config_path, request.overrides, request.seed)
+    config = cm.get_config()
+    task_module = load_task(request.task)
+    subtask = resolve_subtask(task_module, config, request.task, request.subtask)
+    device = resolve_device(config.get("device", "auto"))
+    policy = _checkpoint_policy(config)
+    data = task_module.prepare_train(config, subtask, request.train_data, request.val_data, request.data_yaml)
+    registry = registry or ModelRegistry(request.registry_path)
+    registry.list_entries()  # a corrupt registry fails now, before hours of training, not after
+
+    run_id, run_dir = create_run_dir(request.run_name or subtask, request.output_dir)
+    metadata = _start_run(run_dir, run_id, request, cm, subtask, device, data)
+    ctx = TrainContext(config=config, config_hash=cm.get_config_hash(), task=request.task, subtask=subtask,
+                       seed=cm.seed, device=device, run_id=run_id, run_dir=run_dir, data=data,
+                       metadata=metadata, **policy)
+    from src.common.run_log import tee_output
+    from src.common.seeding import determinism_settings, seed_everything
+
+    try:
+        with tee_output(run_dir / "train.log"):
+            seed_everything(cm.seed)
+            metrics = task_module.train(ctx)
+            _finish_artifacts(run_dir)
+    except BaseException as exc:
+        _mark_failed(run_dir, exc)
+        raise
+    best = run_dir / BEST_CHECKPOINT
+    update_metadata(run_dir, status="completed", finished_at=now_iso(), determinism_after=determinism_settings(),
+                    result={"checkpoint": BEST_CHECKPOINT, "checkpoint_sha256": file_sha256(best),
+                            "metrics": metrics})
+    registry.register(build_entry(run_dir))
+    print(f"Training completed. Results saved to {display_path(run_dir)}")
+    print(f"Run ID: {run_id}")
+    return TrainResult(run_id=run_id, run_dir=run_dir, metrics=metrics, checkpoint_path=best)
+
+
+def _start_run(run_dir: Path, run_id: str, request: TrainRequest, cm: ConfigManager, subtask: str,
+               device: str, data: Dict[str, Any]) -> Dict[str, Any]:
+    from src.common.seeding import determinism_settings
+
+    atomic_write_text(run_dir / "config.yaml", cm.to_yaml())
+    atomic_write_text(run_dir / "overrides.yaml", dump_yaml(list(cm.overrides)))
+    env_meta, diff = collect_metadata(device=device, determinism=determinism_settings())
+    metadata = {
+        "run_id": run_id, "run_name": request.run_name or subtask, "status": "running",
+        "task": request.task, "subtask": subtask, "config_hash": cm.get_config_hash(),
+        "config_sha256": cm.get_config_sha256(), "config_source": str(Path(request.config_path).resolve()),
+        "seed": cm.seed, "seed_source": cm.seed_source, "started_at": now_iso(), "finished_at": None,
+        "data": data.get("record", {}), **env_meta,
+    }
+    metadata.update(data.get("metadata", {}))
+    write_metadata(run_dir, metadata)
+    atomic_write_text(run_dir / "environment.txt", environment_lines())
+    if diff is not None:
+        atomic_write_text(run_dir / "git.diff", diff)
+    return metadata
+
+
+def _finish_artifacts(run_dir: Path) -> None:
+    from src.common.curves import CURVES_FILE, plot_curves
+
+    rows = read_metrics_csv(run_dir / METRICS_FILE)
+    if rows:
+        plot_curves(rows, run_dir / CURVES_FILE)
+    if not (run_dir / BEST_CHECKPOINT).is_file():
+        raise RuntimeError(f"the task finished without writing {BEST_CHECKPOINT}")
+
+
+def _mark_failed(run_dir: Path, exc: BaseException) -> None:
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    try:
+        update_metadata(run_dir, status="failed", finished_at=now_iso(), error=reason.strip()[:2000])
+        with open(run_dir / "train.log", "a", encoding="utf-8") as log:
+            log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    except (OSError, UserError):
+        pass  # the original error matters more than failing to annotate the run dir
+
+
+def display_path(path: Path) -> str:
+    """Relative to the cwd when the run dir is under it (as the guide prints it), else absolute."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
+
