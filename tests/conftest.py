@@ -34,5 +34,6 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("STREET_SCENE_OUTPUT_DIR", str(tmp_path / "outputs"))
     monkeypatch.setenv("STREET_SCENE_REGISTRY", str(tmp_path / "registry" / "model_registry.json"))
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo_config"))
+    monkeypatch.setenv("STREET_SCENE_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
