@@ -93,8 +93,7 @@ def _load_unsafe(path: Path, exc: Exception, allow_legacy: bool) -> Dict[str, An
     text = str(exc)
     needs_code = "Unsupported global" in text or "weights_only" in text and "GLOBAL" in text
     if not needs_code:
-        reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path}: corrupt or truncated ({reason[:200]})")
+        raise UserError(f"cannot read checkpoint {path}: corrupt, truncated or not a torch file ({_reason(exc)})")
     if not allow_legacy:
         raise UserError(f"checkpoint {path} needs unpickling of Python code (a legacy or foreign file); "
                         "pass --allow-legacy-checkpoint only if you trust its source")
@@ -105,8 +104,16 @@ def _load_unsafe(path: Path, exc: Exception, allow_legacy: bool) -> Dict[str, An
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc2:  # noqa: BLE001
-        raise UserError(f"cannot read checkpoint {path}: corrupt or truncated ({str(exc2)[:200]})") from None
+        raise UserError(f"cannot load legacy checkpoint {path}: {_reason(exc2)} (it may need code that is not "
+                        "importable here)") from None
     return _legacy(path, ckpt)
+
+
+def _reason(exc: Exception) -> str:
+    """The informative line of a torch.load error (its weights-only wrapper text is the same every time)."""
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _legacy(path: Path, obj: Any) -> Dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from src.common.dictdiff import diff_dicts, flatten
 from src.common.errors import UserError
-from src.common.yaml_io import dump_yaml, load_yaml, parse_yaml
+from src.common.yaml_io import dump_yaml, load_yaml, parse_yaml, plain_scalar_tag
 
 DEFAULT_SEED = 42
 SEED_ENV = "STREET_SCENE_SEED"
@@ -25,6 +25,8 @@ HASH_EXCLUDED_KEYS = ("tracking",)
 
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 _YAML_BOOL_WORDS = ("true", "false")
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_SCALAR_TAGS = ("tag:yaml.org,2002:null", _BOOL_TAG, "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 
 class ConfigManager:
@@ -44,6 +46,7 @@ class ConfigManager:
             )
         self.overrides: List[str] = list(overrides)
         config = apply_overrides(raw, self.overrides)
+        _canonical(config)  # fail at load time, not after the run dir exists, on values a hash cannot cover
         self.seed, self.seed_source = resolve_seed(seed, os.environ.get(SEED_ENV), config.get("seed"))
         config["seed"] = self.seed
         self._config = config
@@ -99,8 +102,8 @@ def _canonical(value: Any) -> Any:
             return "NaN"
         if math.isinf(value):
             return "Infinity" if value > 0 else "-Infinity"
-        if value == int(value) and abs(value) < 2**53:
-            return int(value)
+        if value == int(value):
+            return int(value)  # exact at any magnitude: 2.0**60 == 2**60, so both must hash alike
         return value
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in value.items()}
@@ -159,20 +162,42 @@ def parse_override(text: str) -> Tuple[bool, List[str], Any]:
 
 
 def parse_override_value(raw: str, text: str = "") -> Any:
+    """'1e-3' -> 0.001, '64' -> 64, 'true' -> True, 'null' -> None, '[512,512]' -> [512, 512], "'64'" -> '64';
+    any other text is the string as typed (`run #2` keeps its `#2`, `a: b` is not a mapping)."""
     stripped = raw.strip()
     if stripped == "":
         return ""
-    try:
-        value = parse_yaml(stripped, f"override {text!r}")
-    except UserError:
-        if stripped[:1] in "[{\"'":
-            raise UserError(f"cannot parse the value of override {text!r}; lists/dicts use JSON, e.g. [512,512]")
-        return stripped
-    if isinstance(value, bool) and stripped.lower() not in _YAML_BOOL_WORDS:
+    if stripped[0] in "[{\"'":  # a JSON/YAML flow collection or a quoted string
+        try:  # JSON first: YAML does not join JSON's surrogate-pair escapes ("\ud83d\ude00")
+            return json.loads(stripped, object_pairs_hook=_json_object)
+        except _DuplicateKey as exc:
+            raise UserError(f"override {text!r}: duplicate key {exc} in the value") from None
+        except ValueError:
+            pass
+        try:
+            return parse_yaml(stripped, f"override {text!r}")
+        except UserError:
+            raise UserError(f"cannot parse the value of override {text!r}; lists/dicts use JSON, e.g. [512,512], "
+                            "and quotes must be balanced") from None
+    tag = plain_scalar_tag(stripped)
+    if tag not in _SCALAR_TAGS:
+        return stripped  # strings, and text YAML would read as comments, documents or block collections
+    if tag == _BOOL_TAG and stripped.lower() not in _YAML_BOOL_WORDS:
         return stripped  # YAML 1.1 would read yes/no/on/off as booleans; users mean the word
-    if isinstance(value, (dict, list, str, int, float, bool)) or value is None:
-        return value
-    return stripped  # dates and other YAML types stay the text the user typed
+    return parse_yaml(stripped, f"override {text!r}")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _json_object(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    result: Dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(repr(key))  # json would silently keep the last one
+        result[key] = value
+    return result
 
 
 def _set_key(config: Dict[str, Any], keys: List[str], value: Any, add: bool, text: str) -> None:

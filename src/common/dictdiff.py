@@ -23,15 +23,22 @@ def diff_dicts(old: Dict[str, Any], new: Dict[str, Any]) -> List[Tuple[str, Any,
     changes = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, MISSING), b.get(key, MISSING)
-        if va != vb or type(va) is not type(vb) and not _same_number(va, vb):
+        if not _same(va, vb):
             changes.append((key, va, vb))
     return changes
 
 
-def _same_number(a: Any, b: Any) -> bool:
-    numeric = (int, float)
-    return (isinstance(a, numeric) and isinstance(b, numeric) and not isinstance(a, bool)
-            and not isinstance(b, bool) and a == b)
+def _same(a: Any, b: Any) -> bool:
+    """Equal as the config hash sees it: 1 == 1.0 and NaN == NaN, but True != 1."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if _is_number(a) and _is_number(b):
+        return a == b or (a != a and b != b)  # a != a only for NaN
+    return type(a) is type(b) and a == b
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def format_changes(changes: List[Tuple[str, Any, Any]]) -> List[str]:

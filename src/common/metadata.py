@@ -57,14 +57,18 @@ def environment_lines() -> str:
 
 def _git(args, cwd: Path) -> Optional[str]:
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+        # errors="replace": a diff of a non-UTF-8 file must not crash the run that records it
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, encoding="utf-8",
+                             errors="replace", timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout if out.returncode == 0 else None
 
 
-def git_info(repo: Path = CODE_ROOT) -> Tuple[Dict[str, Any], Optional[str]]:
-    """(git fields, diff text or None). Outside a git repository the fields say so instead of failing."""
+def git_info(repo: Optional[Path] = None) -> Tuple[Dict[str, Any], Optional[str]]:
+    """(git fields, diff text or None) for `repo` (default CODE_ROOT). Outside a git repository the fields say
+    so instead of failing."""
+    repo = CODE_ROOT if repo is None else repo  # looked up at call time, so tests can point it elsewhere
     commit = _git(["rev-parse", "HEAD"], repo)
     if commit is None:
         inside = _git(["rev-parse", "--is-inside-work-tree"], repo)

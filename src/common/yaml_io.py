@@ -1,7 +1,8 @@
 """YAML in and out, safely and predictably.
 
 PyYAML implements YAML 1.1, where `1e-4` (no dot) is a *string*; configs are written by people who expect a
-float, so the loader adds the YAML 1.2 float rule. Duplicate keys are an error instead of "last one wins".
+float, so the loader adds the YAML 1.2 float rule; dates stay strings. Duplicate keys are an error instead of
+"last one wins"; `<<: *anchor` merges work.
 Only the safe loader is used: a config can never construct Python objects.
 """
 
@@ -16,7 +17,7 @@ from src.common.errors import UserError
 _FLOAT_RE = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""",
     re.X,
@@ -27,18 +28,27 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 floats and duplicate-key detection."""
 
 
-_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-for _ch in list("-+0123456789."):
-    _Loader.yaml_implicit_resolvers[_ch] = [
-        (tag, rx) for tag, rx in _Loader.yaml_implicit_resolvers.get(_ch, []) if tag != "tag:yaml.org,2002:float"
-    ]
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# Replaced: YAML 1.1 floats. Dropped: timestamps (`2024-01-01` stays the string the user wrote, which the config
+# hash and JSON can represent) and the `=` "value" tag (no constructor exists for it, so `a: =` would not load).
+_DROPPED_TAGS = ("tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag not in _DROPPED_TAGS]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
 
 
 def _construct_mapping(loader, node, deep=False):
     seen = {}
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue  # `<<: *base` is expanded by construct_mapping; keys after it may override merged ones
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # construct_mapping reports unhashable keys as a YAML error with the line
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
@@ -57,14 +67,31 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
+_ODD_BREAKS = ("\x85", "\u2028", "\u2029")  # YAML 1.1 line breaks that other styles fold into spaces
+
+
 def _represent_str(dumper, data):
-    style = "|" if "\n" in data else None
+    style = '"' if any(ch in data for ch in _ODD_BREAKS) else "|" if "\n" in data else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
+def _union_resolvers(first, second):
+    chars = set(first) | set(second)
+    return {ch: list(first.get(ch, [])) + [r for r in second.get(ch, []) if r not in first.get(ch, [])]
+            for ch in chars}
+
+
 _Dumper.add_representer(str, _represent_str)
-# Quote strings such as "1e-4" that our loader would otherwise read back as floats.
-_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+# Quote strings that our loader would read back as something else ("1e-4" is a float here), and also those a
+# plain YAML 1.1 reader would (ultralytics reads data.yaml with PyYAML: "2024-01-01" would become a date there).
+# Our resolvers come first, so numbers we write are still emitted plain.
+_Dumper.yaml_implicit_resolvers = _union_resolvers(_Loader.yaml_implicit_resolvers,
+                                                   yaml.SafeLoader.yaml_implicit_resolvers)
+
+
+def plain_scalar_tag(text: str) -> str:
+    """The tag our loader gives `text` as an unquoted scalar, e.g. 'tag:yaml.org,2002:float' for '1e-3'."""
+    return _Loader("").resolve(yaml.ScalarNode, text, (True, False))
 
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:

@@ -40,16 +40,21 @@ class TrainContext:
     history: List[Dict[str, Any]] = field(default_factory=list)
     is_main: bool = True
 
-    def save_checkpoint(self, epoch: int, model_state: Dict[str, Any], model_spec: Dict[str, Any],
+    def save_checkpoint(self, epoch: int, model_state: Any, model_spec: Dict[str, Any],
                         metrics: Dict[str, Any], *, is_best: bool = False, last: bool = False,
                         train_state: Optional[Dict[str, Any]] = None) -> Optional[Path]:
         """Save `checkpoint_epoch_N.pth` when the policy says so (every `save_every` epochs and the last
-        epoch; keep the newest `keep_last`, 0 = all) and `best_model.pth` when `is_best`."""
+        epoch; keep the newest `keep_last`, 0 = all) and `best_model.pth` when `is_best`.
+
+        `model_state` may be a callable returning the state dict, so nothing is copied on epochs not saved.
+        """
         if not self.is_main:
             return None
         periodic = last or (self.save_every > 0 and epoch % self.save_every == 0)
         if not (periodic or is_best):
             return None
+        if callable(model_state):
+            model_state = model_state()
         ckpt = build_checkpoint(task=self.task, subtask=self.subtask, model_state=model_state,
                                 model_spec=model_spec, epoch=epoch, metrics=metrics, config=self.config,
                                 config_hash=self.config_hash, metadata=self.metadata, train_state=train_state)

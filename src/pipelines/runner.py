@@ -13,8 +13,9 @@ from src.common.atomic import atomic_write_text
 from src.common.checkpoint import file_sha256
 from src.common.config_manager import ConfigManager
 from src.common.errors import UserError
-from src.common.metadata import collect_metadata, environment_lines, now_iso, update_metadata, write_metadata
-from src.common.run_dir import create_run_dir
+from src.common.metadata import (METADATA_FILE, collect_metadata, environment_lines, now_iso, read_metadata,
+                                 update_metadata, write_metadata)
+from src.common.run_dir import create_run_dir, validate_run_name
 from src.common.yaml_io import dump_yaml
 from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, TrainContext, read_metrics_csv
 from src.tasks import load_task
@@ -83,6 +84,8 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
     """Run one training job end to end; see the module docstring."""
     from src.common.model_registry import ModelRegistry, build_entry
 
+    if request.run_name is not None:
+        validate_run_name(request.run_name)
     cm = ConfigManager(request.config_path, request.overrides, request.seed)
     config = cm.get_config()
     task_module = load_task(request.task)
@@ -94,14 +97,14 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
     registry.list_entries()  # a corrupt registry fails now, before hours of training, not after
 
     run_id, run_dir = create_run_dir(request.run_name or subtask, request.output_dir)
-    metadata = _start_run(run_dir, run_id, request, cm, subtask, device, data)
-    ctx = TrainContext(config=config, config_hash=cm.get_config_hash(), task=request.task, subtask=subtask,
-                       seed=cm.seed, device=device, run_id=run_id, run_dir=run_dir, data=data,
-                       metadata=metadata, **policy)
     from src.common.run_log import tee_output
     from src.common.seeding import determinism_settings, seed_everything
 
     try:
+        metadata = _start_run(run_dir, run_id, request, cm, subtask, device, data)
+        ctx = TrainContext(config=config, config_hash=cm.get_config_hash(), task=request.task, subtask=subtask,
+                           seed=cm.seed, device=device, run_id=run_id, run_dir=run_dir, data=data,
+                           metadata=metadata, **policy)
         with tee_output(run_dir / "train.log"):
             seed_everything(cm.seed)
             metrics = task_module.train(ctx)
@@ -154,7 +157,9 @@ def _finish_artifacts(run_dir: Path) -> None:
 def _mark_failed(run_dir: Path, exc: BaseException) -> None:
     reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
     try:
-        update_metadata(run_dir, status="failed", finished_at=now_iso(), error=reason.strip()[:2000])
+        meta = read_metadata(run_dir) if (run_dir / METADATA_FILE).is_file() else {"run_id": run_dir.name}
+        meta.update(status="failed", finished_at=now_iso(), error=reason.strip()[:2000])
+        write_metadata(run_dir, meta)
         with open(run_dir / "train.log", "a", encoding="utf-8") as log:
             log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     except (OSError, UserError):

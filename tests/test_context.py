@@ -1,0 +1,289 @@
+"""src/pipelines/context.py (checkpoint policy, metrics.csv), plus curves, run_log and atomic writes it relies on."""
+
+import csv
+import logging
+import math
+import sys
+
+import pytest
+import torch
+
+from src.common.atomic import atomic_write_bytes, atomic_write_text, atomic_write_with
+from src.common.checkpoint import load_checkpoint
+from src.common.curves import plot_curves
+from src.common.run_log import tee_output
+from src.pipelines.context import (
+    BEST_CHECKPOINT, METRICS_FILE, TrainContext, epoch_checkpoint_name, read_metrics_csv, write_metrics_csv,
+)
+
+SPEC = {"architecture": "tiny", "in": 2}
+
+
+def _ctx(tmp_path, **kw):
+    return TrainContext(config={"seed": 1}, config_hash="0123abcd", task="segmentation", subtask="road",
+                        seed=1, device="cpu", run_id="r", run_dir=tmp_path, data={},
+                        metadata={"run_id": "r"}, **kw)
+
+
+def _state(value=0.0):
+    return {"w": torch.full((2,), value), "steps": torch.tensor(3)}
+
+
+def _ckpt_files(path):
+    return sorted(p.name for p in path.glob("*.pth"))
+
+
+def _run_epochs(ctx, epochs, best_at=()):
+    for epoch in range(1, epochs + 1):
+        ctx.save_checkpoint(epoch, _state(epoch), SPEC, {"loss": 1.0 / epoch}, is_best=epoch in best_at,
+                            last=epoch == epochs, train_state={"optimizer": {"step": epoch}})
+
+
+def test_every_epoch_by_default(tmp_path):
+    _run_epochs(_ctx(tmp_path), 3, best_at=(2,))
+    assert _ckpt_files(tmp_path) == [BEST_CHECKPOINT] + [epoch_checkpoint_name(e) for e in (1, 2, 3)]
+
+
+def test_save_every_keeps_multiples_and_the_last(tmp_path):
+    _run_epochs(_ctx(tmp_path, save_every=2), 5)
+    assert _ckpt_files(tmp_path) == [epoch_checkpoint_name(e) for e in (2, 4, 5)]
+
+
+def test_save_every_zero_means_only_the_last(tmp_path):
+    _run_epochs(_ctx(tmp_path, save_every=0), 4)
+    assert _ckpt_files(tmp_path) == [epoch_checkpoint_name(4)]
+
+
+def test_keep_last_prunes_oldest_by_epoch_number(tmp_path):
+    _run_epochs(_ctx(tmp_path, keep_last=2), 12, best_at=(3,))
+    # numeric order, not text order: epoch 9 is older than epoch 10
+    assert _ckpt_files(tmp_path) == [BEST_CHECKPOINT, epoch_checkpoint_name(11), epoch_checkpoint_name(12)]
+
+
+def test_keep_last_zero_keeps_all(tmp_path):
+    _run_epochs(_ctx(tmp_path, keep_last=0), 4)
+    assert len(_ckpt_files(tmp_path)) == 4
+
+
+def test_best_model_has_no_train_state_but_epoch_checkpoint_does(tmp_path):
+    ctx = _ctx(tmp_path)
+    returned = ctx.save_checkpoint(1, _state(1.0), SPEC, {"loss": 0.5}, is_best=True,
+                                   train_state={"optimizer": {"step": 1}})
+    assert returned == tmp_path / epoch_checkpoint_name(1)
+    best = load_checkpoint(tmp_path / BEST_CHECKPOINT)
+    epoch = load_checkpoint(tmp_path / epoch_checkpoint_name(1))
+    assert "train_state" not in best
+    assert epoch["train_state"] == {"optimizer": {"step": 1}}
+    for ckpt in (best, epoch):
+        assert ckpt["task"] == "segmentation" and ckpt["subtask"] == "road" and ckpt["epoch"] == 1
+        assert ckpt["config_hash"] == "0123abcd" and ckpt["model_spec"] == SPEC
+        assert ckpt["metrics"] == {"loss": 0.5} and ckpt["metadata"] == {"run_id": "r"}
+        assert torch.equal(ckpt["model_state"]["w"], torch.full((2,), 1.0))
+
+
+def test_best_only_epoch_returns_best_path(tmp_path):
+    ctx = _ctx(tmp_path, save_every=5)
+    assert ctx.save_checkpoint(1, _state(), SPEC, {}, is_best=True) == tmp_path / BEST_CHECKPOINT
+    assert _ckpt_files(tmp_path) == [BEST_CHECKPOINT]
+
+
+def test_nothing_due_returns_none(tmp_path):
+    assert _ctx(tmp_path, save_every=3).save_checkpoint(1, _state(), SPEC, {}) is None
+    assert _ckpt_files(tmp_path) == []
+
+
+def test_best_is_overwritten_by_a_better_epoch(tmp_path):
+    _run_epochs(_ctx(tmp_path), 3, best_at=(1, 3))
+    assert load_checkpoint(tmp_path / BEST_CHECKPOINT)["epoch"] == 3
+
+
+def test_callable_model_state_is_only_built_when_saving(tmp_path):
+    calls = []
+
+    def state():
+        calls.append(1)
+        return _state(2.0)
+
+    ctx = _ctx(tmp_path, save_every=2)
+    assert ctx.save_checkpoint(1, state, SPEC, {}) is None
+    assert calls == []
+    ctx.save_checkpoint(2, state, SPEC, {}, is_best=True)
+    assert calls == [1]
+    assert torch.equal(load_checkpoint(tmp_path / BEST_CHECKPOINT)["model_state"]["w"], torch.full((2,), 2.0))
+
+
+def test_non_main_process_writes_nothing(tmp_path):
+    ctx = _ctx(tmp_path, is_main=False)
+    assert ctx.save_checkpoint(1, _state(), SPEC, {}, is_best=True, last=True) is None
+    ctx.log_epoch(1, {"loss": 1.0})
+    assert list(tmp_path.iterdir()) == []
+    assert ctx.history == [{"epoch": 1, "loss": 1.0}]
+
+
+def test_log_epoch_writes_union_of_columns(tmp_path):
+    ctx = _ctx(tmp_path)
+    ctx.log_epoch(1, {"train/loss": 0.9})
+    ctx.log_epoch(2, {"train/loss": 0.7, "val/mIoU": 0.3})
+    ctx.log_epoch(3, {"val/mIoU": 0.4, "lr": torch.tensor(0.01)})
+    with open(tmp_path / METRICS_FILE, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ["epoch", "train/loss", "val/mIoU", "lr"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert rows[0]["val/mIoU"] == "" and rows[2]["train/loss"] == ""
+    assert float(rows[2]["lr"]) == pytest.approx(0.01)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_log_epoch_replaces_a_repeated_epoch_and_calls_hooks(tmp_path):
+    seen = []
+    ctx = _ctx(tmp_path, epoch_hooks=[lambda epoch, row: seen.append((epoch, row))])
+    ctx.log_epoch(1, {"loss": 1.0})
+    ctx.log_epoch(1, {"loss": 0.5})
+    assert read_metrics_csv(tmp_path / METRICS_FILE) == [{"epoch": 1, "loss": 0.5}]
+    assert seen == [(1, {"epoch": 1, "loss": 1.0}), (1, {"epoch": 1, "loss": 0.5})]
+
+
+def test_log_epoch_is_atomic(tmp_path, monkeypatch):
+    """A crash while writing leaves the previous metrics.csv intact."""
+    ctx = _ctx(tmp_path)
+    ctx.log_epoch(1, {"loss": 1.0})
+    before = (tmp_path / METRICS_FILE).read_text()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("src.common.atomic.os.replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        ctx.log_epoch(2, {"loss": 0.5})
+    assert (tmp_path / METRICS_FILE).read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [METRICS_FILE]
+
+
+def test_metrics_csv_round_trip(tmp_path):
+    rows = [{"epoch": 1, "loss": 0.5, "name": "warmup", "count": 3, "tiny": 1e-7},
+            {"epoch": 2, "loss": float("nan"), "name": "main", "count": 4, "tiny": 2.5e-7, "extra": -1.25}]
+    write_metrics_csv(tmp_path / "m.csv", rows)
+    back = read_metrics_csv(tmp_path / "m.csv")
+    assert back[0] == {"epoch": 1, "loss": 0.5, "name": "warmup", "count": 3, "tiny": 1e-7, "extra": ""}
+    assert math.isnan(back[1]["loss"])
+    assert {k: v for k, v in back[1].items() if k != "loss"} == {"epoch": 2, "name": "main", "count": 4,
+                                                                  "tiny": 2.5e-7, "extra": -1.25}
+    assert type(back[0]["count"]) is int and type(back[0]["loss"]) is float
+
+
+def test_read_metrics_csv_missing_file(tmp_path):
+    assert read_metrics_csv(tmp_path / "nope.csv") == []
+
+
+def _is_png(path):
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_curves_writes_a_png(tmp_path):
+    rows = [{"epoch": e, "loss": 1 / e, "val/mAP": 0.1 * e, "note": "x"} for e in range(1, 4)]
+    out = plot_curves(rows, tmp_path / "curves.png")
+    assert out == tmp_path / "curves.png" and _is_png(out)
+
+
+def test_plot_curves_from_csv_with_gaps(tmp_path):
+    ctx = _ctx(tmp_path)
+    ctx.log_epoch(1, {"train/loss": 0.9})
+    ctx.log_epoch(2, {"train/loss": 0.7, "val/mIoU": 0.3})
+    rows = read_metrics_csv(tmp_path / METRICS_FILE)
+    assert _is_png(plot_curves(rows, tmp_path / "c.png"))
+
+
+@pytest.mark.parametrize("rows", [[], [{"epoch": 1}], [{"epoch": 1, "only": "text"}]])
+def test_plot_curves_without_numeric_metrics(tmp_path, rows):
+    assert _is_png(plot_curves(rows, tmp_path / "c.png"))
+
+
+def test_plot_curves_does_not_change_the_matplotlib_backend(tmp_path):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    plot_curves([{"epoch": 1, "a": 1.0}], tmp_path / "c.png")
+    assert matplotlib.get_backend() == before
+
+
+# ---------------------------------------------------------------- run_log
+
+
+def test_tee_output_copies_prints_and_still_prints(tmp_path, capsys):
+    log = tmp_path / "train.log"
+    with tee_output(log):
+        print("to stdout")
+        print("to stderr", file=sys.stderr)
+    captured = capsys.readouterr()
+    assert captured.out == "to stdout\n" and captured.err == "to stderr\n"
+    assert log.read_text() == "to stdout\nto stderr\n"
+
+
+def test_tee_output_restores_streams_after_an_error(tmp_path):
+    out, err = sys.stdout, sys.stderr
+    with pytest.raises(RuntimeError):
+        with tee_output(tmp_path / "train.log"):
+            print("before crash")
+            raise RuntimeError("boom")
+    assert sys.stdout is out and sys.stderr is err
+    assert "before crash" in (tmp_path / "train.log").read_text()
+
+
+def test_tee_output_appends(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("earlier\n")
+    with tee_output(log):
+        print("later")
+    assert log.read_text() == "earlier\nlater\n"
+
+
+def test_tee_output_captures_a_library_logger_bound_to_the_real_stream(tmp_path, capsys):
+    logger = logging.getLogger("street_scene_test_lib")
+    handler = logging.StreamHandler(sys.stdout)  # bound before the tee, like ultralytics' handler
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        with tee_output(tmp_path / "train.log", loggers=("street_scene_test_lib",)):
+            logger.info("epoch 1 done")
+        logger.info("after the run")
+    finally:
+        logger.removeHandler(handler)
+    text = (tmp_path / "train.log").read_text()
+    assert "epoch 1 done" in text and "after the run" not in text
+
+
+def test_detached_tee_keeps_passing_writes_through(tmp_path, capsys):
+    with tee_output(tmp_path / "train.log"):
+        kept = sys.stdout  # e.g. a logging handler created during the run
+    kept.write("late write\n")
+    kept.flush()
+    assert "late write" in capsys.readouterr().out
+    assert "late write" not in (tmp_path / "train.log").read_text()
+
+
+# ---------------------------------------------------------------- atomic
+
+
+def test_atomic_writes(tmp_path):
+    atomic_write_text(tmp_path / "sub" / "a.txt", "héllo\n")
+    assert (tmp_path / "sub" / "a.txt").read_text(encoding="utf-8") == "héllo\n"
+    atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    atomic_write_with(tmp_path / "c.txt", lambda f: f.write("text mode"), "w")
+    assert (tmp_path / "c.txt").read_text() == "text mode"
+
+
+def test_atomic_write_failure_keeps_old_file_and_no_temp(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("old")
+
+    def fail(f):
+        f.write(b"partial")
+        raise ValueError("writer failed")
+
+    with pytest.raises(ValueError):
+        atomic_write_with(path, fail)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
