@@ -22,6 +22,13 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _default_file_mode() -> int:
+    # mkstemp creates 0600 files; give ours the mode a plain open() would (0666 minus the umask).
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_with(path: PathLike, write: Callable[[object], None], mode: str = "wb") -> None:
     """Call `write(fileobj)` on a temp file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
@@ -32,6 +39,7 @@ def atomic_write_with(path: PathLike, write: Callable[[object], None], mode: str
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         try:

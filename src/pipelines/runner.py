@@ -101,12 +101,12 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
     from src.common.seeding import determinism_settings, seed_everything
 
     try:
+        seed_everything(cm.seed)  # before recording metadata, so it lists the settings in force
         metadata = _start_run(run_dir, run_id, request, cm, subtask, device, data)
         ctx = TrainContext(config=config, config_hash=cm.get_config_hash(), task=request.task, subtask=subtask,
                            seed=cm.seed, device=device, run_id=run_id, run_dir=run_dir, data=data,
                            metadata=metadata, **policy)
         with tee_output(run_dir / "train.log"):
-            seed_everything(cm.seed)
             metrics = task_module.train(ctx)
             _finish_artifacts(run_dir)
     except BaseException as exc:

@@ -1,0 +1,151 @@
+"""Detection task adapter: config -> plain engine arguments, engine epochs -> shared checkpoints and metrics."""
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from src.common.errors import UserError
+
+ULTRALYTICS_DIR = "ultralytics"  # ultralytics' own files (results.csv, plots, args.yaml) inside the run dir
+_AUGMENT_KEYS = ("mosaic", "close_mosaic", "fliplr", "scale", "translate", "hsv_h", "hsv_s", "hsv_v")
+
+
+def subtasks(config: Dict[str, Any]) -> List[str]:
+    tasks = (config.get("detection") or {}).get("tasks") or {}
+    if not isinstance(tasks, dict) or not tasks:
+        raise UserError("config has no detection.tasks section; see configs/detection_config.yaml")
+    return list(tasks)
+
+
+def _section(config: Dict[str, Any], *keys: str) -> Dict[str, Any]:
+    node: Any = config
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise UserError(f"config is missing the section {'.'.join(keys)}; see configs/detection_config.yaml")
+    return node
+
+
+def resolve_names(config: Dict[str, Any], subtask: str, data_yaml: Optional[str]) -> List[str]:
+    """Class names from --data-yaml, checked against the config's class list for the task."""
+    from src.data.data_yaml import parse_class_names, read_dataset_yaml
+
+    configured = _section(config, "detection", "tasks", subtask).get("classes")
+    if data_yaml is None:
+        if not configured:
+            raise UserError(f"no --data-yaml given and detection.tasks.{subtask}.classes is empty")
+        return [str(c) for c in configured]
+    names = parse_class_names(read_dataset_yaml(data_yaml), data_yaml)
+    if configured and list(configured) != names:
+        raise UserError(f"class names in {data_yaml} {names} differ from detection.tasks.{subtask}.classes "
+                        f"{list(configured)}; use the data yaml of {subtask} or fix the config")
+    return names
+
+
+def _split(spec: Optional[str], role: str, names: List[str]):
+    from src.data.detection_data import resolve_split, validate_split
+
+    if not spec:
+        raise UserError(f"--{role}-data is required")
+    split = resolve_split(spec, role)
+    stats = validate_split(split, names)
+    return split, stats
+
+
+def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str, Any]:
+    """Validate data and config before the run dir exists; everything returned is plain or in-memory."""
+    from src.common.fingerprint import fingerprint_splits
+
+    names = resolve_names(config, subtask, data_yaml)
+    _training_args(config)  # type errors in the config fail now, not after the run dir exists
+    train, train_stats = _split(train_data, "train", names)
+    val, val_stats = _split(val_data, "val", names)
+    record = {"train": str(train.source), "val": str(val.source), "train_spec": train_data, "val_spec": val_data,
+              "data_yaml": str(Path(data_yaml).resolve()) if data_yaml else None, "names": names,
+              "stats": {"train": train_stats, "val": val_stats}}
+    fingerprints = fingerprint_splits({"train": train.source, "val": val.source}, names)
+    return {"record": record, "names": names, "train": train, "val": val,
+            "metadata": {"dataset_fingerprints": fingerprints}}
+
+
+def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
+    model = _section(config, "detection", "model")
+    training = _section(config, "detection", "training")
+    augment = training.get("augmentation") or {}
+    extra = {"lrf": training.get("final_lr_factor", 0.01), "momentum": training.get("momentum", 0.937),
+             "weight_decay": training.get("weight_decay", 0.0005),
+             "warmup_epochs": training.get("warmup_epochs", 3.0), "patience": training.get("patience", 100),
+             "save": False}  # our checkpoints replace ultralytics' pickled best.pt/last.pt
+    extra.update({k: augment[k] for k in _AUGMENT_KEYS if k in augment})
+    weights = model.get("weights")
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise UserError(f"detection.model.weights {weights!r} is not a local file; street-scene never downloads "
+                        "weights: give the path of a .pt/.pth file or null")
+    return {"architecture": model.get("architecture", "yolov8n.yaml"), "epochs": training.get("epochs"),
+            "batch": training.get("batch_size"), "imgsz": training.get("image_size"),
+            "lr0": training.get("learning_rate"), "optimizer": training.get("optimizer", "SGD"),
+            "workers": training.get("workers", 0), "extra_args": extra,
+            "weights": Path(weights).expanduser().resolve() if weights else None}
+
+
+def train(ctx) -> Dict[str, Any]:
+    from src.data.detection_data import write_effective_data_yaml
+    from src.tasks.detection.engine import BEST_METRIC, train_yolo
+    from src.tasks.detection.offline import configure_ultralytics, default_config_dir
+
+    configure_ultralytics(default_config_dir())
+    args = _training_args(ctx.config)
+    data_yaml = write_effective_data_yaml(ctx.run_dir / "data.yaml", ctx.data["train"], ctx.data["val"],
+                                          names=ctx.data["names"])
+    best = {"value": None}
+
+    def on_epoch(record) -> None:
+        ctx.log_epoch(record.epoch, record.metrics)
+        value = record.metrics[BEST_METRIC]
+        is_best = best["value"] is None or value > best["value"]
+        if is_best:
+            best["value"] = value
+        ctx.save_checkpoint(record.epoch, record.model_state, record.model_spec, record.metrics,
+                            is_best=is_best, last=record.last)
+
+    result = train_yolo(data_yaml=data_yaml, project_dir=ctx.run_dir, name=ULTRALYTICS_DIR, seed=ctx.seed,
+                        device=ctx.device, on_epoch=on_epoch, **args)
+    m = result.best_metrics
+    return {"best_val_metric": m[BEST_METRIC], "best_epoch": result.best_epoch, "mAP50-95": m[BEST_METRIC],
+            "mAP50": m["val/mAP50"], "precision": m["val/precision"], "recall": m["val/recall"],
+            "epochs_completed": len(result.epochs)}
+
+
+def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
+    if ckpt.get("legacy"):
+        raise UserError("legacy ultralytics checkpoints cannot be evaluated by street-scene yet; "
+                        "train with street-scene to get a verifiable checkpoint")
+    names = list(ckpt["model_spec"]["names"])
+    if data_yaml is not None:
+        from src.data.data_yaml import parse_class_names, read_dataset_yaml
+
+        yaml_names = parse_class_names(read_dataset_yaml(data_yaml), data_yaml)
+        if yaml_names != names:
+            raise UserError(f"checkpoint classes {names} differ from the classes in {data_yaml} {yaml_names}; "
+                            "evaluate with the data yaml the model was trained with")
+    test, stats = _split(test_data, "test", names)
+    return {"record": {"test": str(test.source), "test_spec": test_data, "stats": stats}, "names": names,
+            "test": test}
+
+
+def evaluate(ctx) -> Dict[str, Any]:
+    from src.data.detection_data import write_effective_data_yaml
+    from src.tasks.detection.engine import evaluate_yolo
+    from src.tasks.detection.offline import configure_ultralytics, default_config_dir
+
+    configure_ultralytics(default_config_dir())
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    test = ctx.data["test"]
+    # ultralytics insists on train/val keys; all point at the test split, evaluated as split="test".
+    data_yaml = write_effective_data_yaml(ctx.output_dir / "data.yaml", test, test, test, names=ctx.data["names"])
+    training = _section(ctx.config, "detection", "training")
+    evaluation = (ctx.config.get("detection") or {}).get("evaluation") or {}
+    return evaluate_yolo(model_spec=ctx.checkpoint["model_spec"], model_state=ctx.checkpoint["model_state"],
+                         data_yaml=data_yaml, split="test", imgsz=ctx.checkpoint["model_spec"]["imgsz"],
+                         batch=evaluation.get("batch_size", 16), device=ctx.device,
+                         project_dir=ctx.output_dir.parent, name=ctx.output_dir.name,
+                         conf=evaluation.get("conf", 0.001), iou=evaluation.get("iou", 0.7))

@@ -1,0 +1,93 @@
+"""Detection weights: fp32 snapshots, a stable tensor hash, rebuilding a YOLO model, local pretrained weights.
+
+Our checkpoints hold `model_state` (fp32 state dict) and `model_spec` (architecture name, the resolved model yaml
+dict, class names, image size): plain data that loads with `torch.load(weights_only=True)`, never pickled classes.
+"""
+
+import copy
+from pathlib import Path
+
+from src.common.checkpoint import state_dict_sha256, to_fp32_cpu  # noqa: F401  (one hash for the whole project)
+from src.common.errors import UserError
+
+# A built-in detection yaml used only to create the `YOLO` wrapper; its module is replaced at once, so a custom
+# architecture file that has since moved is never needed to rebuild a trained model.
+_WRAPPER_YAML = "yolov8n.yaml"
+
+
+def fp32_cpu_state(module) -> dict:
+    """A detached fp32 CPU copy of `module.state_dict()` (integer buffers keep their dtype)."""
+    return to_fp32_cpu(module.state_dict())
+
+
+def plain_data(value, where: str = "model_yaml"):
+    """A deep copy of `value` made of dict/list/str/int/float/bool/None only, so weights_only loading accepts it."""
+    if isinstance(value, dict):
+        return {str(k): plain_data(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    raise TypeError(f"{where} holds a {type(value).__name__}; a checkpoint may hold only plain data")
+
+
+def build_model(model_spec: dict, model_state: dict):
+    """An ultralytics `YOLO` whose `.model` is a DetectionModel rebuilt from `model_spec`, weights loaded strictly."""
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    names = list(model_spec["names"])
+    cfg = copy.deepcopy(model_spec["model_yaml"])  # DetectionModel writes nc/channels into the dict it gets
+    module = DetectionModel(cfg, ch=cfg.get("channels", 3), nc=len(names), verbose=False)
+    try:
+        module.load_state_dict(model_state, strict=True)
+    except RuntimeError as e:  # missing/unexpected keys or shape mismatch: state and spec don't belong together
+        first = str(e).splitlines()[0]
+        raise UserError(f"checkpoint weights do not fit its model_spec ({model_spec.get('architecture')}): {first}")
+    module.names = dict(enumerate(names))
+    module.eval()
+    yolo = YOLO(_WRAPPER_YAML, task="detect")
+    module.args, module.task = yolo.model.args, yolo.task  # what YOLO(yaml) attaches to the module it builds
+    yolo.model = module
+    return yolo
+
+
+def load_pretrained(weights: Path):
+    """The model held by a local weights file, for `YOLO.load()`; never downloads and never unpickles code.
+
+    Accepts a detection checkpoint of ours (`model_state` + `model_spec`) or an ultralytics `.pt`, which is read
+    with ultralytics' own weights-only loader (an allow-list of its model classes).
+    """
+    import torch
+
+    path = Path(weights).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"pretrained weights {weights} not found; give the path of an existing local weights file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files; each becomes one clear line
+        if "Unsupported global" in str(e) and path.suffix == ".pt":
+            return _load_ultralytics_pt(path)  # pickles its model class: needs ultralytics' allow-list
+        reason = " ".join(str(e).split("WeightsUnpickler error:")[-1].split())[:200]
+        raise UserError(f"pretrained weights {path} cannot be read: corrupt, truncated or not a torch file "
+                        f"({type(e).__name__}: {reason})")
+    spec = ckpt.get("model_spec") if isinstance(ckpt, dict) else None
+    if isinstance(spec, dict) and "model_yaml" in spec and "model_state" in ckpt:
+        return build_model(spec, ckpt["model_state"]).model
+    if path.suffix == ".pt":  # loaded above only if an earlier ultralytics safe load allow-listed its classes
+        return _load_ultralytics_pt(path)
+    raise UserError(f"pretrained weights {path} are not a detection checkpoint (model_state + model_spec with "
+                    "model_yaml); pass a detection best_model.pth or an ultralytics YOLO .pt")
+
+
+def _load_ultralytics_pt(path: Path):
+    from ultralytics.nn.tasks import torch_safe_load
+
+    try:
+        ckpt, _ = torch_safe_load(str(path), safe_only=True)
+    except (TypeError, ModuleNotFoundError) as e:  # ultralytics' messages for refused or damaged files
+        raise UserError(f"pretrained weights {path} refused: {str(e).strip().splitlines()[0]}")
+    module = ckpt.get("ema") or ckpt.get("model")
+    if module is None or not hasattr(module, "yaml"):
+        raise UserError(f"pretrained weights {path} hold no ultralytics model ('ema'/'model' missing)")
+    return module.float()
