@@ -36,6 +36,7 @@ class TrainContext:
     save_every: int = 1
     keep_last: int = 0
     resume: Optional[Dict[str, Any]] = None  # the checkpoint being resumed, when resuming
+    stop_after_epoch: Optional[int] = None  # tasks stop after this epoch, config (and schedules) unchanged
     epoch_hooks: List[Callable[[int, Dict[str, Any]], None]] = field(default_factory=list)
     history: List[Dict[str, Any]] = field(default_factory=list)
     is_main: bool = True

@@ -34,7 +34,10 @@ class TrainRequest:
     seed: Optional[int] = None
     output_dir: Optional[Path] = None
     registry_path: Optional[Path] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
+    # Recorded in metadata.yaml as given (e.g. {"reproduces": run_id}); never part of the config hash.
+    extra_metadata: Dict[str, Any] = field(default_factory=dict)
+    # Stop after this many epochs without changing the config (so schedules match the full run).
+    stop_after_epoch: Optional[int] = None
 
 
 @dataclass
@@ -105,7 +108,7 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
         metadata = _start_run(run_dir, run_id, request, cm, subtask, device, data)
         ctx = TrainContext(config=config, config_hash=cm.get_config_hash(), task=request.task, subtask=subtask,
                            seed=cm.seed, device=device, run_id=run_id, run_dir=run_dir, data=data,
-                           metadata=metadata, **policy)
+                           metadata=metadata, stop_after_epoch=request.stop_after_epoch, **policy)
         with tee_output(run_dir / "train.log"):
             metrics = task_module.train(ctx)
             _finish_artifacts(run_dir)
@@ -137,6 +140,9 @@ def _start_run(run_dir: Path, run_id: str, request: TrainRequest, cm: ConfigMana
         "data": data.get("record", {}), **env_meta,
     }
     metadata.update(data.get("metadata", {}))
+    metadata.update(request.extra_metadata)
+    if request.stop_after_epoch is not None:
+        metadata["stop_after_epoch"] = request.stop_after_epoch
     write_metadata(run_dir, metadata)
     atomic_write_text(run_dir / "environment.txt", environment_lines())
     if diff is not None:
