@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-data", required=True, help="validation split (same forms as --train-data)")
     parser.add_argument("--run-name", help="name part of the run id <YYYYMMDD_HHMMSS>_<run name> "
                         "(default: the task name)")
+    parser.add_argument("--resume", metavar="CHECKPOINT_OR_RUN", help="continue a run from its "
+                        "checkpoint_epoch_N.pth (or the newest one of a run id / run dir); segmentation only")
     parser.add_argument("--seed", type=int, help="random seed (beats STREET_SCENE_SEED and the config's seed; "
                         "default 42)")
 
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     request = TrainRequest(
         config_path=Path(args.config), task=args.task, subtask=subtask_of(args), train_data=args.train_data,
         val_data=args.val_data, data_yaml=args.data_yaml, run_name=args.run_name,
-        overrides=args.config_override, seed=args.seed,
+        overrides=args.config_override, seed=args.seed, resume=args.resume,
     )
     train(request)
     return 0

@@ -49,11 +49,9 @@ class TrainContext:
 
         `model_state` may be a callable returning the state dict, so nothing is copied on epochs not saved.
         """
-        if not self.is_main:
+        if not self.should_save(epoch, is_best, last):
             return None
         periodic = last or (self.save_every > 0 and epoch % self.save_every == 0)
-        if not (periodic or is_best):
-            return None
         if callable(model_state):
             model_state = model_state()
         ckpt = build_checkpoint(task=self.task, subtask=self.subtask, model_state=model_state,
@@ -68,6 +66,11 @@ class TrainContext:
             best = save_checkpoint(self.run_dir / BEST_CHECKPOINT, ckpt)
             path = path or best
         return path
+
+    def should_save(self, epoch: int, is_best: bool = False, last: bool = False) -> bool:
+        """Whether save_checkpoint would write anything for this epoch (lets tasks skip costly state copies)."""
+        periodic = last or (self.save_every > 0 and epoch % self.save_every == 0)
+        return self.is_main and (periodic or is_best)
 
     def _prune_epoch_checkpoints(self) -> None:
         if self.keep_last <= 0:

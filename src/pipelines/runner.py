@@ -4,6 +4,8 @@ validate everything -> create the run dir -> record config/metadata/environment 
 -> mark completed -> register. A failure after the run dir exists marks it `failed` and registers nothing.
 """
 
+import contextlib
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ class TrainRequest:
     registry_path: Optional[Path] = None
     # Recorded in metadata.yaml as given (e.g. {"reproduces": run_id}); never part of the config hash.
     extra_metadata: Dict[str, Any] = field(default_factory=dict)
+    resume: Optional[str] = None  # checkpoint_epoch_N.pth, run dir or run id to continue
     # Stop after this many epochs without changing the config (so schedules match the full run).
     stop_after_epoch: Optional[int] = None
 
@@ -84,8 +87,9 @@ def _checkpoint_policy(config: Dict[str, Any]) -> Dict[str, int]:
 
 
 def train(request: TrainRequest, registry=None) -> TrainResult:
-    """Run one training job end to end; see the module docstring."""
-    from src.common.model_registry import ModelRegistry, build_entry
+    """Run one training job end to end; see the module docstring. Under torchrun only rank 0 writes."""
+    from src.common import distributed
+    from src.common.model_registry import ModelRegistry
 
     if request.run_name is not None:
         validate_run_name(request.run_name)
@@ -95,34 +99,75 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
     subtask = resolve_subtask(task_module, config, request.task, request.subtask)
     device = resolve_device(config.get("device", "auto"))
     policy = _checkpoint_policy(config)
-    data = task_module.prepare_train(config, subtask, request.train_data, request.val_data, request.data_yaml)
-    registry = registry or ModelRegistry(request.registry_path)
-    registry.list_entries()  # a corrupt registry fails now, before hours of training, not after
+    resume = None
+    if request.resume:
+        from src.pipelines.resume import load_resume
 
-    run_id, run_dir = create_run_dir(request.run_name or subtask, request.output_dir)
+        resume = load_resume(request.resume, cm, task_module, request.task, subtask)
+    data = task_module.prepare_train(config, subtask, request.train_data, request.val_data, request.data_yaml)
+    dist = distributed.init_distributed(device)
+    try:
+        main = dist.rank == 0
+        registry = (registry or ModelRegistry(request.registry_path)) if main else None
+        if main:
+            registry.list_entries()  # a corrupt registry fails now, before hours of training, not after
+        return _run(request, cm, task_module, subtask, dist.device, policy, data, resume, registry, main)
+    finally:
+        if dist.created_group:
+            distributed.cleanup()
+
+
+def _run(request, cm, task_module, subtask, device, policy, data, resume, registry, main) -> TrainResult:
+    from src.common import distributed
+    from src.common.model_registry import build_entry
     from src.common.run_log import tee_output
     from src.common.seeding import determinism_settings, seed_everything
 
+    run_id = run_dir = None
+    if main:
+        if resume is None:
+            run_id, run_dir = create_run_dir(request.run_name or subtask, request.output_dir)
+        else:
+            run_dir = resume[1]
+            run_id = run_dir.name
+    run_id, run_dir = distributed.broadcast_object((run_id, run_dir))
     try:
         seed_everything(cm.seed)  # before recording metadata, so it lists the settings in force
-        metadata = _start_run(run_dir, run_id, request, cm, subtask, device, data)
-        ctx = TrainContext(config=config, config_hash=cm.get_config_hash(), task=request.task, subtask=subtask,
-                           seed=cm.seed, device=device, run_id=run_id, run_dir=run_dir, data=data,
-                           metadata=metadata, stop_after_epoch=request.stop_after_epoch, **policy)
-        with tee_output(run_dir / "train.log"):
+        metadata = _open_run(run_dir, run_id, request, cm, subtask, device, data, resume) if main else {}
+        ctx = TrainContext(config=cm.get_config(), config_hash=cm.get_config_hash(), task=request.task,
+                           subtask=subtask, seed=cm.seed, device=device, run_id=run_id, run_dir=run_dir,
+                           data=data, metadata=metadata, stop_after_epoch=request.stop_after_epoch,
+                           resume=resume[0] if resume else None, is_main=main, **policy)
+        if resume is not None:
+            from src.pipelines.resume import history_until
+
+            ctx.history = history_until(run_dir, resume[0]["epoch"])
+        with (tee_output(run_dir / "train.log") if main else contextlib.nullcontext()):
             metrics = task_module.train(ctx)
-            _finish_artifacts(run_dir)
+            if main:
+                _finish_artifacts(run_dir)
     except BaseException as exc:
-        _mark_failed(run_dir, exc)
+        if main:
+            _mark_failed(run_dir, exc)
         raise
     best = run_dir / BEST_CHECKPOINT
-    update_metadata(run_dir, status="completed", finished_at=now_iso(), determinism_after=determinism_settings(),
-                    result={"checkpoint": BEST_CHECKPOINT, "checkpoint_sha256": file_sha256(best),
-                            "metrics": metrics})
-    registry.register(build_entry(run_dir))
-    print(f"Training completed. Results saved to {display_path(run_dir)}")
-    print(f"Run ID: {run_id}")
+    if main:
+        update_metadata(run_dir, status="completed", finished_at=now_iso(),
+                        determinism_after=determinism_settings(),
+                        result={"checkpoint": BEST_CHECKPOINT, "checkpoint_sha256": file_sha256(best),
+                                "metrics": metrics})
+        registry.register(build_entry(run_dir))
+        print(f"Training completed. Results saved to {display_path(run_dir)}")
+        print(f"Run ID: {run_id}")
     return TrainResult(run_id=run_id, run_dir=run_dir, metrics=metrics, checkpoint_path=best)
+
+
+def _open_run(run_dir, run_id, request, cm, subtask, device, data, resume) -> Dict[str, Any]:
+    if resume is None:
+        return _start_run(run_dir, run_id, request, cm, subtask, device, data)
+    from src.pipelines.resume import reopen_run
+
+    return reopen_run(run_dir, resume[0], cm, " ".join(sys.argv))
 
 
 def _start_run(run_dir: Path, run_id: str, request: TrainRequest, cm: ConfigManager, subtask: str,

@@ -12,6 +12,7 @@ from src.common.errors import UserError
 # The module that owns each `--task` choice; imported only when that task runs.
 TASKS = {
     "detection": "src.tasks.detection.task",
+    "segmentation": "src.tasks.segmentation.task",
 }
 
 

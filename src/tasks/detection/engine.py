@@ -132,8 +132,13 @@ def _epoch_metrics(trainer) -> dict:
 
 def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: str, epochs: int, batch: int,
                imgsz: int, lr0: float, seed: int, device: str, workers: int, optimizer: str, extra_args: dict,
-               weights: Optional[Path], on_epoch: Callable[[EpochRecord], None], plots: bool = True) -> TrainResult:
-    """Train `architecture` (an ultralytics model yaml) from scratch or from local `weights`; see TrainResult."""
+               weights: Optional[Path], on_epoch: Callable[[EpochRecord], None], plots: bool = True,
+               stop_after_epoch: Optional[int] = None) -> TrainResult:
+    """Train `architecture` (an ultralytics model yaml) from scratch or from local `weights`; see TrainResult.
+
+    `stop_after_epoch` ends training after that (1-based) epoch while `epochs` still sets the LR schedule and
+    close_mosaic, so the epochs run are those of the full run; its EpochRecord has `last=True`.
+    """
     import torch
 
     _check_train_args(epochs=epochs, batch=batch, imgsz=imgsz, optimizer=optimizer, extra_args=extra_args)
@@ -143,6 +148,8 @@ def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: s
     if weights is not None:
         yolo.load(load_pretrained(weights))  # transfers every tensor whose name and shape match
     tracker = _EpochTracker(on_epoch, architecture)
+    if stop_after_epoch is not None:  # registered before the tracker, so its record already sees trainer.stop
+        yolo.add_callback("on_fit_epoch_end", _stop_after(stop_after_epoch))
     yolo.add_callback("on_train_epoch_end", tracker.on_train_epoch_end)
     yolo.add_callback("on_fit_epoch_end", tracker.on_fit_epoch_end)
     args = dict(data=str(data_yaml), epochs=epochs, batch=batch, imgsz=imgsz, lr0=lr0, seed=seed, device=device,
@@ -162,6 +169,18 @@ def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: s
     finally:
         torch.set_num_threads(threads)  # the trainer's select_device() changed it for the whole process
     return _train_result(tracker)
+
+
+def _stop_after(epoch: int) -> Callable:
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise UserError(f"stop after epoch must be a positive integer, got {epoch!r}")
+
+    def stop(trainer) -> None:
+        # The trainer checks `stop` right after on_fit_epoch_end and breaks before the next epoch.
+        if trainer.epoch + 1 >= epoch:
+            trainer.stop = True
+
+    return stop
 
 
 def _train_result(tracker: _EpochTracker) -> TrainResult:

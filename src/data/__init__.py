@@ -1,0 +1,1 @@
+"""Synthetic street scenes and dataset resolution/validation."""

@@ -1,0 +1,168 @@
+"""Segmentation task adapter: config -> plain engine arguments, engine epochs -> shared checkpoints and metrics."""
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from src.common.errors import UserError
+
+BEST_METRIC = "val/mIoU"
+# Keys that may differ between a checkpoint's config and the config of a resumed run: where and how fast the
+# run executes, never what it computes.
+RESUME_SAFE_KEYS = ("device", "checkpoint.save_every", "checkpoint.keep_last", "segmentation.training.workers",
+                    "segmentation.evaluation.batch_size")
+
+
+def subtasks(config: Dict[str, Any]) -> List[str]:
+    tasks = (config.get("segmentation") or {}).get("tasks") or {}
+    if not isinstance(tasks, dict) or not tasks:
+        raise UserError("config has no segmentation.tasks section; see configs/segmentation_config.yaml")
+    return list(tasks)
+
+
+def _section(config: Dict[str, Any], *keys: str) -> Dict[str, Any]:
+    node: Any = config
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise UserError(f"config is missing the section {'.'.join(keys)}; see configs/segmentation_config.yaml")
+    return node
+
+
+def resolve_classes(config: Dict[str, Any], subtask: str, data_yaml: Optional[str]):
+    """(names, ignore_index) from --data-yaml, checked against segmentation.tasks.<subtask>."""
+    from src.data.segmentation_data import load_segmentation_yaml
+
+    task_cfg = _section(config, "segmentation", "tasks", subtask)
+    configured, ignore = task_cfg.get("classes"), task_cfg.get("ignore_index", 255)
+    if data_yaml is None:
+        if not configured:
+            raise UserError(f"no --data-yaml given and segmentation.tasks.{subtask}.classes is empty")
+        return [str(c) for c in configured], int(ignore)
+    names, yaml_ignore = load_segmentation_yaml(data_yaml)
+    if configured and list(configured) != names:
+        raise UserError(f"class names in {data_yaml} {names} differ from segmentation.tasks.{subtask}.classes "
+                        f"{list(configured)}; use the data yaml of {subtask} or fix the config")
+    if yaml_ignore != ignore:
+        raise UserError(f"ignore_index {yaml_ignore} in {data_yaml} differs from segmentation.tasks.{subtask}."
+                        f"ignore_index {ignore}")
+    return names, ignore
+
+
+def _split(spec: Optional[str], role: str, names: List[str], ignore_index: int):
+    from src.data.segmentation_data import resolve_segmentation_split, validate_segmentation_split
+
+    if not spec:
+        raise UserError(f"--{role}-data is required")
+    split = resolve_segmentation_split(spec, role)
+    stats = validate_segmentation_split(split, len(names), ignore_index)
+    return split, stats
+
+
+def _items(split) -> list:
+    return list(zip(split.images, split.masks))
+
+
+def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
+    t = _section(config, "segmentation", "training")
+    crop = t.get("crop_size", [128, 256])
+    return {"epochs": t.get("epochs"), "batch_size": t.get("batch_size"), "lr": t.get("learning_rate"),
+            "weight_decay": t.get("weight_decay", 0.0), "optimizer": t.get("optimizer", "sgd"),
+            "scheduler": t.get("scheduler", "poly"), "crop_size": tuple(crop) if isinstance(crop, list) else crop,
+            "workers": t.get("workers", 0), "scale_range": tuple(t.get("scale_range", [0.5, 2.0])),
+            "hflip_prob": t.get("hflip_prob", 0.5)}
+
+
+def _model_spec(config: Dict[str, Any], names: List[str], ignore_index: int) -> Dict[str, Any]:
+    model = _section(config, "segmentation", "model")
+    return {"architecture": model.get("architecture", "lraspp_mobilenet_v3_large"), "names": names,
+            "num_classes": len(names), "ignore_index": ignore_index}
+
+
+def _weights(config: Dict[str, Any]) -> Optional[Path]:
+    weights = _section(config, "segmentation", "model").get("weights")
+    if weights is None:
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"segmentation.model.weights {weights!r} is not a local file; street-scene never "
+                        "downloads weights: give the path of a weights file or null")
+    return path.resolve()
+
+
+def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str, Any]:
+    from src.common.fingerprint import fingerprint_splits
+
+    names, ignore = resolve_classes(config, subtask, data_yaml)
+    _training_args(config)
+    _weights(config)
+    train, train_stats = _split(train_data, "train", names, ignore)
+    val, val_stats = _split(val_data, "val", names, ignore)
+    record = {"train": str(train.root), "val": str(val.root), "train_spec": train_data, "val_spec": val_data,
+              "data_yaml": str(Path(data_yaml).resolve()) if data_yaml else None, "names": names,
+              "ignore_index": ignore, "stats": {"train": train_stats, "val": val_stats}}
+    fingerprints = fingerprint_splits({"train": train.root, "val": val.root}, names)
+    return {"record": record, "names": names, "ignore_index": ignore, "train": train, "val": val,
+            "metadata": {"dataset_fingerprints": fingerprints}}
+
+
+def train(ctx) -> Dict[str, Any]:
+    from src.tasks.segmentation.engine import train_segmentation
+    from src.tasks.segmentation.models import build_model
+
+    names, ignore = ctx.data["names"], ctx.data["ignore_index"]
+    spec = _model_spec(ctx.config, names, ignore)
+    args = _training_args(ctx.config)
+    model = build_model(spec["architecture"], len(names), _weights(ctx.config))
+    resume_state = None
+    if ctx.resume is not None:
+        resume_state = {**ctx.resume["train_state"], "model_state": ctx.resume["model_state"]}
+    best = {"value": ctx.resume["train_state"].get("best_metric") if ctx.resume else None}
+
+    def on_epoch(epoch: int, metrics: Dict[str, Any], get_train_state) -> None:
+        ctx.log_epoch(epoch, metrics)
+        value = metrics.get(BEST_METRIC)
+        is_best = value is not None and value == value and (best["value"] is None or value > best["value"])
+        if is_best:
+            best["value"] = value
+        last = epoch == args["epochs"] or epoch == ctx.stop_after_epoch
+        if not ctx.should_save(epoch, is_best, last):
+            return
+        state = get_train_state()
+        model_state = state.pop("model_state")  # stored once, at the checkpoint's top level
+        ctx.save_checkpoint(epoch, model_state, spec, metrics, is_best=is_best, last=last, train_state=state)
+
+    result = train_segmentation(model=model, train_items=_items(ctx.data["train"]),
+                                val_items=_items(ctx.data["val"]), num_classes=len(names), ignore_index=ignore,
+                                seed=ctx.seed, device=ctx.device, on_epoch=on_epoch, resume_state=resume_state,
+                                class_names=names, stop_after=ctx.stop_after_epoch, **args)
+    final = result["final_metrics"]
+    return {"best_val_metric": result["best_val_metric"], "best_epoch": result["best_epoch"],
+            "mIoU": result["best_val_metric"], "final_mIoU": final.get(BEST_METRIC),
+            "pixel_accuracy": final.get("val/pixel_accuracy"), "epochs_completed": len(result["history"])}
+
+
+def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
+    if ckpt.get("legacy"):
+        raise UserError("legacy checkpoints cannot be evaluated for segmentation")
+    spec = ckpt["model_spec"]
+    names, ignore = list(spec["names"]), int(spec["ignore_index"])
+    if data_yaml is not None:
+        yaml_names, yaml_ignore = resolve_classes(config, subtask, data_yaml)
+        if yaml_names != names:
+            raise UserError(f"checkpoint classes {names} differ from the classes in {data_yaml} {yaml_names}")
+    test, stats = _split(test_data, "test", names, ignore)
+    return {"record": {"test": str(test.root), "test_spec": test_data, "stats": stats}, "names": names,
+            "ignore_index": ignore, "test": test}
+
+
+def evaluate(ctx) -> Dict[str, Any]:
+    from src.tasks.segmentation.engine import evaluate_segmentation
+    from src.tasks.segmentation.models import build_model
+
+    spec = ctx.checkpoint["model_spec"]
+    model = build_model(spec["architecture"], int(spec["num_classes"]), None)
+    model.load_state_dict(ctx.checkpoint["model_state"])
+    batch = ((ctx.config.get("segmentation") or {}).get("evaluation") or {}).get("batch_size", 4)
+    return evaluate_segmentation(model=model, items=_items(ctx.data["test"]), num_classes=int(spec["num_classes"]),
+                                 ignore_index=int(spec["ignore_index"]), batch_size=batch, device=ctx.device,
+                                 class_names=list(spec["names"]), prefix="")
