@@ -1,0 +1,268 @@
+"""ModelRegistry: the user guide's registry API over a crash-safe, concurrent JSON file.
+
+The registry is a derived index: every entry can be rebuilt from its run directory (`build_entry`), so a
+lost or corrupt file is recovered with `rebuild()` / `street-scene registry rebuild`.
+
+    registry = ModelRegistry("registry/model_registry.json")
+    best = registry.find_best_entry_by_metric(task="vehicle_detection", metric_name="best_val_metric", mode="max")
+"""
+
+import csv
+import io
+import json
+import math
+import os
+from datetime import date, datetime
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional, Union
+
+from src.common.atomic import atomic_write_text
+from src.common.errors import RegistryCorruptError
+from src.common.registry_rundirs import RebuildReport, VerifyResult, build_entry, collect_entries, verify_entry
+from src.common.registry_store import RegistryStore
+
+REGISTRY_ENV = "STREET_SCENE_REGISTRY"
+DEFAULT_REGISTRY = Path("registry") / "model_registry.json"
+KNOWN_TASKS = ("vehicle_detection", "pedestrian_detection", "traffic_sign_detection", "road_scene_segmentation")
+MODES = ("max", "min")
+_NUMBERS = (int, float)  # exact types: a bool is not a metric value
+REQUIRED_METADATA = ("pytorch_version", "ultralytics_version", "git_commit")
+# Column order of entries and CSV exports: the guide's fields first, then what users need to trust them.
+ENTRY_FIELDS = ("run_id", "task", "config_hash", "checkpoint_path", "metrics", "timestamp", "metadata",
+                "run_dir", "checkpoint_sha256", "config_path", "dataset", "status")
+_PATH_FIELDS = ("checkpoint_path", "run_dir", "config_path")
+
+__all__ = ["ModelRegistry", "build_entry", "default_registry_path", "KNOWN_TASKS", "RebuildReport", "VerifyResult"]
+
+
+def default_registry_path() -> Path:
+    """STREET_SCENE_REGISTRY, else ./registry/model_registry.json, made absolute now."""
+    return Path(os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY).expanduser().absolute()
+
+
+class ModelRegistry:
+    """Trained models, one entry per run_id, in a JSON array file shared safely by many processes.
+
+    A missing file is an empty registry; it is created (with its folder) on the first write.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike, None] = None, *, lock_timeout: float = 60.0):
+        self.path = Path(path).expanduser().absolute() if path is not None else default_registry_path()
+        self._store = RegistryStore(self.path, lock_timeout)
+
+    def __repr__(self) -> str:
+        return f"ModelRegistry({str(self.path)!r})"
+
+    def __len__(self) -> int:
+        return len(self._store.load())
+
+    # ---- writing -------------------------------------------------------------------------------------------
+    def register(self, entry: dict) -> dict:
+        """Add `entry` (what training calls), or replace the entry with the same run_id. Returns what was stored."""
+        stored = normalize_entry(entry)
+        self._store.upsert([stored])
+        return copy_json(stored)
+
+    add_entry = register
+
+    def register_many(self, entries: Iterable[dict]) -> int:
+        """Register several entries in one locked write; returns how many."""
+        stored = [normalize_entry(e) for e in entries]
+        if stored:
+            self._store.upsert(stored)
+        return len(stored)
+
+    def remove_entry(self, run_id: str) -> bool:
+        """Remove the entry for `run_id`; False if there was none."""
+        return self._store.remove(_check_run_id(run_id))
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def list_entries(self) -> List[dict]:
+        """Every entry, in registration order (copies: changing them does not change the registry)."""
+        return [copy_json(e) for e in self._store.load()]
+
+    def get_entry(self, run_id: str) -> Optional[dict]:
+        entry = self._store.get(_check_run_id(run_id))
+        return None if entry is None else copy_json(entry)
+
+    def find_entries_by_task(self, task: str) -> List[dict]:
+        _check_task(task)
+        return [copy_json(e) for e in self._store.load() if e["task"] == task]
+
+    def find_entries_by_config_hash(self, config_hash: str) -> List[dict]:
+        if not isinstance(config_hash, str):
+            raise ValueError(f"config_hash must be a string, got {type(config_hash).__name__}")
+        return [copy_json(e) for e in self._store.load() if e["config_hash"] == config_hash]
+
+    def find_best_entry_by_metric(self, task: str, metric_name: str, mode: str = "max") -> Optional[dict]:
+        """The entry of `task` with the highest (`max`) or lowest (`min`) finite `metric_name`, or None.
+
+        Entries without the metric, or with a non-numeric value, are skipped. Ties go to the earliest
+        timestamp, then the smallest run_id, so the answer depends only on the entries, not their order.
+        """
+        _check_task(task)
+        if not isinstance(metric_name, str) or not metric_name:
+            raise ValueError(f"metric_name must be a non-empty string, got {metric_name!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        sign = 1 if mode == "max" else -1
+        best_value, tied = None, []
+        for e in self._store.load():
+            if e["task"] != task:
+                continue
+            value = e["metrics"].get(metric_name)
+            if type(value) not in _NUMBERS or value != value:  # bools, strings, None and NaN are skipped
+                continue
+            value *= sign
+            if best_value is None or value > best_value:
+                best_value, tied = value, [e]
+            elif value == best_value:
+                tied.append(e)
+        if not tied:
+            return None
+        return copy_json(min(tied, key=lambda e: (e["timestamp"], e["run_id"])))
+
+    def export_to_csv(self, path: Union[str, os.PathLike]) -> int:
+        """Write one row per entry, metrics/metadata/dataset flattened into `metrics.<name>`... columns."""
+        rows = [_flatten(e) for e in self._store.load()]
+        columns = [c for c in ENTRY_FIELDS if c not in ("metrics", "metadata", "dataset")]
+        group = {"metrics": 0, "metadata": 1, "dataset": 2}
+        extra = sorted({k for row in rows for k in row} - set(columns),
+                       key=lambda k: (group.get(k.split(".", 1)[0], 3), k))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns + extra, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(path, buf.getvalue())
+        return len(rows)
+
+    # ---- derived-index maintenance --------------------------------------------------------------------------
+    def rebuild(self, outputs_dir: Union[str, os.PathLike, None] = None) -> RebuildReport:
+        """Replace the registry with entries built from every completed run dir under `outputs_dir`.
+
+        Default root: STREET_SCENE_OUTPUT_DIR, else ./outputs. A corrupt registry file is moved aside to
+        `<file>.corrupt-<time>` first; a valid one becomes `<file>.bak` like any other write. Run dirs are
+        scanned before the lock is taken (scanning can be slow), so a run that finishes during the scan may need
+        another rebuild.
+        """
+        report = collect_entries(outputs_dir, normalize_entry)
+        report.entries.sort(key=lambda e: (e["timestamp"], e["run_id"]))
+        try:
+            before = {e["run_id"] for e in self._store.load()}
+        except RegistryCorruptError:  # the store moves it aside below
+            before = set()
+        stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+        report.moved_aside = self._store.replace_all(report.entries, stamp)
+        report.dropped = sorted(before - {e["run_id"] for e in report.entries})
+        return report
+
+    def verify(self) -> List[VerifyResult]:
+        """Check every entry: checkpoint exists, sha256 matches, config hash matches the run's config.yaml."""
+        return [verify_entry(e) for e in self._store.load()]
+
+
+def normalize_entry(entry: dict) -> dict:
+    """Validate a caller's entry and return the JSON-safe dict that gets stored; bad input is a ValueError."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"a registry entry must be a dict, got {type(entry).__name__}")
+    _check_run_id(entry.get("run_id"))
+    if any(not isinstance(k, str) for k in entry):
+        raise ValueError(f"registry entry {entry['run_id']!r}: field names must be strings")
+    _check_task(entry.get("task"))
+    for field in ("config_hash", "checkpoint_path"):
+        if not isinstance(entry.get(field), (str, os.PathLike)) or not os.fspath(entry[field]):
+            raise ValueError(f"registry entry {entry['run_id']!r}: {field} must be a non-empty string")
+    for field in ("metrics", "metadata"):
+        if not isinstance(entry.get(field, {}), dict):
+            raise ValueError(f"registry entry {entry['run_id']!r}: {field} must be a dict, "
+                             f"got {type(entry[field]).__name__}")
+    stored = {k: to_json_value(v, k) for k, v in entry.items()}
+    stored["timestamp"] = _check_timestamp(stored.get("timestamp"), entry["run_id"])
+    stored.setdefault("metrics", {})
+    stored["metadata"] = {**{k: None for k in REQUIRED_METADATA}, **(stored.get("metadata") or {})}
+    for field in _PATH_FIELDS:
+        if isinstance(stored.get(field), str) and stored[field]:
+            stored[field] = os.path.abspath(stored[field])
+    ordered = {k: stored[k] for k in ENTRY_FIELDS if k in stored}
+    ordered.update((k, v) for k, v in stored.items() if k not in ordered)
+    return ordered
+
+
+def _check_run_id(run_id: object) -> str:
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"run_id must be a non-empty string, got {type(run_id).__name__} {run_id!r}")
+    return run_id
+
+
+def _check_task(task: object) -> str:
+    if task not in KNOWN_TASKS:
+        raise ValueError(f"unknown task type {task!r}; expected one of: {', '.join(KNOWN_TASKS)}")
+    return task
+
+
+def _check_timestamp(value: object, run_id: str) -> str:
+    if value is None:
+        return datetime.now().isoformat(timespec="microseconds")
+    if not isinstance(value, str):
+        raise ValueError(f"registry entry {run_id!r}: timestamp must be an ISO 8601 string, got {value!r}")
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"registry entry {run_id!r}: timestamp {value!r} is not ISO 8601 "
+                         "(e.g. 2024-01-15T14:30:22.123456)") from None
+    return value
+
+
+def _flatten(entry: dict) -> dict:
+    row = {}
+    for key, value in entry.items():
+        _flatten_into(row, key, value)
+    return row
+
+
+def _flatten_into(row: dict, prefix: str, value: object) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten_into(row, f"{prefix}.{key}", item)
+    elif isinstance(value, list):
+        row[prefix] = json.dumps(value, ensure_ascii=False)
+    else:
+        row[prefix] = "" if value is None else value
+
+
+def to_json_value(value: object, where: str) -> object:
+    """A JSON-safe copy of `value`: Paths and datetimes become strings, numpy/torch scalars numbers, NaN null."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # keeps the file standard JSON (jq, browsers)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"registry entry field {where} has a non-string key {key!r}")
+            out[key] = to_json_value(item, f"{where}.{key}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    item: Optional[Callable] = getattr(value, "item", None)  # numpy / torch scalars
+    if callable(item):
+        try:
+            return to_json_value(item(), where)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"registry entry field {where} has a value of type {type(value).__name__} "
+                     "that JSON cannot store; pass numbers, strings, lists or dicts")
+
+
+def copy_json(value):
+    """Deep copy of plain JSON data (much faster than copy.deepcopy)."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value

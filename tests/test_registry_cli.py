@@ -1,0 +1,172 @@
+"""`street-scene registry ...`: each subcommand through its parser, plus one real subprocess run."""
+
+import argparse
+import csv
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO_ROOT, run_cli, subprocess_env
+from src.cli import registry_cmd
+from src.common.config_manager import compute_config_hash
+from src.common.errors import RegistryCorruptError, UserError
+from src.common.model_registry import ModelRegistry, build_entry
+from src.common.yaml_io import dump_yaml
+
+TASK = "vehicle_detection"
+
+
+def cli(*argv) -> int:
+    parser = argparse.ArgumentParser(prog="street-scene registry")
+    registry_cmd.add_arguments(parser)
+    return registry_cmd.run(parser.parse_args([str(a) for a in argv]))
+
+
+def make_run_dir(root: Path, name: str, metrics: dict, task=TASK, status="completed") -> Path:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    config = {"model": {"name": "yolov8n"}, "seed": 42}
+    (run_dir / "config.yaml").write_text(dump_yaml(config))
+    (run_dir / "best_model.pth").write_bytes(name.encode())
+    meta = {"run_id": name, "status": status, "subtask": task, "config_hash": compute_config_hash(config),
+            "finished_at": f"2024-01-{name[6:8]}T12:00:00", "pytorch_version": "2.14.1",
+            "ultralytics_version": "8.4.190", "git_commit": "abc123"}
+    if status == "completed":
+        meta["result"] = {"checkpoint": "best_model.pth", "metrics": metrics,
+                          "checkpoint_sha256": hashlib.sha256(name.encode()).hexdigest()}
+    (run_dir / "metadata.yaml").write_text(dump_yaml(meta))
+    return run_dir
+
+
+@pytest.fixture
+def trained(isolated_env):
+    """Three completed runs registered as training does (registry and outputs from isolated_env)."""
+    outputs = isolated_env / "outputs"
+    registry = ModelRegistry()
+    for name, task, score in [("20240101_000000_a", TASK, 0.4), ("20240102_000000_b", TASK, 0.9),
+                              ("20240103_000000_c", "pedestrian_detection", 0.7)]:
+        registry.register(build_entry(make_run_dir(outputs, name, {"best_val_metric": score, "loss": 1 - score},
+                                                   task=task)))
+    return registry
+
+
+def test_help_and_module_contract():
+    assert isinstance(registry_cmd.HELP, str) and registry_cmd.HELP
+    parser = argparse.ArgumentParser()
+    registry_cmd.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # a subcommand is required
+
+
+@pytest.mark.slow
+def test_importing_the_command_is_light():
+    code = ("import sys, src.cli.registry_cmd; heavy = {'torch', 'numpy', 'ultralytics', 'yaml', 'filelock'} & "
+            "set(sys.modules); assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=subprocess_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_list_table_filter_and_sort(trained, capsys):
+    assert cli("list") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["RUN_ID", "TASK", "STATUS", "FINISHED", "CONFIG", "METRICS"]
+    assert all(f"20240{i}" in out for i in range(101, 104)) and "3 entries in" in out
+
+    assert cli("list", "--task", TASK, "--sort", "best_val_metric") == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:-1]]
+    assert rows == ["20240102_000000_b", "20240101_000000_a"]
+
+    assert cli("list", "--sort", "loss", "--mode", "min") == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:-1]]
+    assert rows == ["20240102_000000_b", "20240103_000000_c", "20240101_000000_a"]
+
+
+def test_list_json_is_the_registry(trained, capsys):
+    assert cli("list", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == trained.list_entries()
+
+
+def test_list_of_an_empty_registry(isolated_env, capsys):
+    assert cli("list") == 0
+    assert "no entries" in capsys.readouterr().out
+
+
+def test_unknown_task_is_rejected_by_the_parser(trained, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli("list", "--task", "cars")
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_best(trained, capsys):
+    assert cli("best", "--task", TASK, "--metric", "best_val_metric") == 0
+    out = capsys.readouterr().out
+    assert "20240102_000000_b" in out and "best_model.pth" in out
+    assert cli("best", "--task", TASK, "--metric", "loss", "--mode", "min", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == "20240102_000000_b"
+    assert cli("best", "--task", TASK, "--metric", "mAP") == 1
+    assert "no vehicle_detection entry" in capsys.readouterr().err
+    with pytest.raises(UserError, match="metric_name"):
+        cli("best", "--task", TASK, "--metric", "")
+
+
+def test_export(trained, tmp_path, capsys):
+    out = tmp_path / "reg.csv"
+    assert cli("export", "--csv", out) == 0
+    assert "exported 3 entries" in capsys.readouterr().out
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["metrics.best_val_metric"] for r in rows] == ["0.4", "0.9", "0.7"]
+
+
+def test_remove(trained, capsys):
+    assert cli("remove", "20240101_000000_a") == 0
+    assert trained.get_entry("20240101_000000_a") is None and len(trained) == 2
+    with pytest.raises(UserError, match="not in registry"):
+        cli("remove", "20240101_000000_a")
+
+
+def test_corrupt_registry_then_rebuild(trained, isolated_env, capsys):
+    registered = trained.list_entries()
+    make_run_dir(isolated_env / "outputs", "20240104_000000_crashed", {}, status="failed")
+    trained.path.write_text("[{")
+    with pytest.raises(RegistryCorruptError, match="registry rebuild"):
+        cli("list")
+    assert cli("rebuild", "--outputs", isolated_env / "outputs") == 0
+    out = capsys.readouterr().out
+    assert "moved the corrupt registry aside" in out and "skipped 20240104_000000_crashed" in out
+    assert "rebuilt" in out and "3 entries" in out
+    assert ModelRegistry().list_entries() == registered
+
+
+def test_verify_exit_codes(trained, capsys):
+    assert cli("verify") == 0
+    assert "3 of 3 entries ok" in capsys.readouterr().out
+    Path(trained.get_entry("20240101_000000_a")["checkpoint_path"]).write_bytes(b"changed")
+    assert cli("verify") == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["RUN_ID", "CHECKPOINT", "SHA256", "CONFIG_HASH", "RESULT"]
+    assert "PROBLEM" in out and "2 of 3 entries ok, 1 with problems" in out
+
+
+def test_registry_option_overrides_the_default(trained, tmp_path, capsys):
+    other = tmp_path / "other.json"
+    ModelRegistry(other).register(trained.get_entry("20240102_000000_b"))
+    assert cli("list", "--json", "--registry", other) == 0
+    assert [e["run_id"] for e in json.loads(capsys.readouterr().out)] == ["20240102_000000_b"]
+
+
+@pytest.mark.slow
+def test_street_scene_registry_command(trained, isolated_env):
+    env = {"STREET_SCENE_REGISTRY": str(trained.path)}
+    proc = run_cli("registry", "list", "--task", TASK, cwd=isolated_env, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "20240101_000000_a" in proc.stdout and "20240103_000000_c" not in proc.stdout
+    trained.path.write_text("not json")
+    proc = run_cli("registry", "best", "--task", TASK, "--metric", "loss", cwd=isolated_env, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: registry ") and "rebuild" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
