@@ -13,6 +13,9 @@ COMMANDS = {
     "registry": "src.cli.registry_cmd",
     "data": "src.cli.data_cmd",
     "diff": "src.cli.diff_cmd",
+    "sync": "src.cli.sync_cmd",
+    "reproduce": "src.cli.reproduce_cmd",
+    "check-determinism": "src.cli.determinism_cmd",
 }
 
 

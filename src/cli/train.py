@@ -16,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the task name)")
     parser.add_argument("--resume", metavar="CHECKPOINT_OR_RUN", help="continue a run from its "
                         "checkpoint_epoch_N.pth (or the newest one of a run id / run dir); segmentation only")
+    parser.add_argument("--mlflow", action="store_true", default=None,
+                        help="log each epoch to MLflow while training (tracking.mlflow.* in the config)")
+    parser.add_argument("--wandb", action="store_true", default=None,
+                        help="log each epoch to Weights & Biases while training (tracking.wandb.*)")
     parser.add_argument("--seed", type=int, help="random seed (beats STREET_SCENE_SEED and the config's seed; "
                         "default 42)")
 
@@ -29,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         config_path=Path(args.config), task=args.task, subtask=subtask_of(args), train_data=args.train_data,
         val_data=args.val_data, data_yaml=args.data_yaml, run_name=args.run_name,
         overrides=args.config_override, seed=args.seed, resume=args.resume,
+        mlflow=args.mlflow, wandb=args.wandb,
     )
     train(request)
     return 0

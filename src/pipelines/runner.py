@@ -39,6 +39,8 @@ class TrainRequest:
     # Recorded in metadata.yaml as given (e.g. {"reproduces": run_id}); never part of the config hash.
     extra_metadata: Dict[str, Any] = field(default_factory=dict)
     resume: Optional[str] = None  # checkpoint_epoch_N.pth, run dir or run id to continue
+    mlflow: Optional[bool] = None  # --mlflow: live MLflow logging (None: config tracking.mlflow.enabled)
+    wandb: Optional[bool] = None  # --wandb: live W&B logging (None: config tracking.wandb.enabled)
     # Stop after this many epochs without changing the config (so schedules match the full run).
     stop_after_epoch: Optional[int] = None
 
@@ -105,19 +107,24 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
 
         resume = load_resume(request.resume, cm, task_module, request.task, subtask)
     data = task_module.prepare_train(config, subtask, request.train_data, request.val_data, request.data_yaml)
+    from src.tracking.live import live_settings
+
+    trackers = live_settings(config, mlflow=request.mlflow, wandb=request.wandb)  # bad tracking config fails now
+    tracking = any(t.enabled for t in trackers)
     dist = distributed.init_distributed(device)
     try:
         main = dist.rank == 0
         registry = (registry or ModelRegistry(request.registry_path)) if main else None
         if main:
             registry.list_entries()  # a corrupt registry fails now, before hours of training, not after
-        return _run(request, cm, task_module, subtask, dist.device, policy, data, resume, registry, main)
+        return _run(request, cm, task_module, subtask, dist.device, policy, data, resume, registry, main,
+                    tracking)
     finally:
         if dist.created_group:
             distributed.cleanup()
 
 
-def _run(request, cm, task_module, subtask, device, policy, data, resume, registry, main) -> TrainResult:
+def _run(request, cm, task_module, subtask, device, policy, data, resume, registry, main, tracking) -> TrainResult:
     from src.common import distributed
     from src.common.model_registry import build_entry
     from src.common.run_log import tee_output
@@ -131,6 +138,7 @@ def _run(request, cm, task_module, subtask, device, policy, data, resume, regist
             run_dir = resume[1]
             run_id = run_dir.name
     run_id, run_dir = distributed.broadcast_object((run_id, run_dir))
+    live = None
     try:
         seed_everything(cm.seed)  # before recording metadata, so it lists the settings in force
         metadata = _open_run(run_dir, run_id, request, cm, subtask, device, data, resume) if main else {}
@@ -138,6 +146,11 @@ def _run(request, cm, task_module, subtask, device, policy, data, resume, regist
                            subtask=subtask, seed=cm.seed, device=device, run_id=run_id, run_dir=run_dir,
                            data=data, metadata=metadata, stop_after_epoch=request.stop_after_epoch,
                            resume=resume[0] if resume else None, is_main=main, **policy)
+        if main and tracking:
+            from src.tracking.live import start_live_tracking
+
+            live = start_live_tracking(ctx.config, run_dir, run_id, mlflow=request.mlflow, wandb=request.wandb)
+            ctx.epoch_hooks.extend(live.hooks)
         if resume is not None:
             from src.pipelines.resume import history_until
 
@@ -149,6 +162,8 @@ def _run(request, cm, task_module, subtask, device, policy, data, resume, regist
     except BaseException as exc:
         if main:
             _mark_failed(run_dir, exc)
+        if live is not None:
+            live.finish()  # never raises; the failed run is still visible in the tracker
         raise
     best = run_dir / BEST_CHECKPOINT
     if main:
@@ -156,6 +171,8 @@ def _run(request, cm, task_module, subtask, device, policy, data, resume, regist
                         determinism_after=determinism_settings(),
                         result={"checkpoint": BEST_CHECKPOINT, "checkpoint_sha256": file_sha256(best),
                                 "metrics": metrics})
+        if live is not None:
+            live.finish()
         registry.register(build_entry(run_dir))
         print(f"Training completed. Results saved to {display_path(run_dir)}")
         print(f"Run ID: {run_id}")
