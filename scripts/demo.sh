@@ -5,11 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATA=demo_data/vehicle_detection
-EPOCHS=${DEMO_EPOCHS:-20}
+EPOCHS=${DEMO_EPOCHS:-12}
 MIN_MAP50=${DEMO_MIN_MAP50:-0.5}
 
 if [ ! -d "$DATA" ]; then
-  street-scene make-dataset --task vehicle_detection --out "$DATA" --train 240 --val 48 --test 48 --seed 0
+  street-scene make-dataset --task vehicle_detection --out "$DATA" --train 240 --val 48 --test 48 --seed 0 --image-size 256
 fi
 
 echo "== train (${EPOCHS} epochs on CPU) =="
@@ -22,7 +22,8 @@ python scripts/train.py \
   --val-data "$DATA/val" \
   --data-yaml configs/datasets/vehicle_detection.yaml \
   --run-name demo_vehicle_detector \
-  --config-override detection.training.epochs="$EPOCHS" | tee "$log"
+  --config-override detection.training.epochs="$EPOCHS" \
+  --config-override detection.training.image_size=256 | tee "$log"
 run_id=$(sed -n 's/^Run ID: //p' "$log" | tail -n 1)
 run_dir=$(sed -n 's/^Training completed. Results saved to //p' "$log" | tail -n 1)
 rm -f "$log"
