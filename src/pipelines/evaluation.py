@@ -1,6 +1,7 @@
 """The shared evaluation lifecycle: load a checkpoint, check it belongs here, verify config, evaluate, save."""
 
 import json
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,6 +70,10 @@ def evaluate(request: EvalRequest) -> Dict[str, Any]:
                 print(f"Config hash verified: {ckpt['config_hash']}")
     data = task_module.prepare_eval(config, subtask, request.test_data, request.data_yaml, ckpt)
     ckpt_path = Path(request.checkpoint_path).resolve()
+    fingerprints = test_data_fingerprints(data) if request.save_results or request.verify_config else None
+    if request.verify_config:
+        for line in previous_test_data_lines(ckpt_path, fingerprints):
+            print(line)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
     out_dir = ckpt_path.parent / "evaluations" / f"{stamp}_{ckpt_path.stem}"
     ctx = EvalContext(config=config, task=request.task, subtask=subtask,
@@ -76,8 +81,54 @@ def evaluate(request: EvalRequest) -> Dict[str, Any]:
                       checkpoint_path=ckpt_path, data=data, output_dir=out_dir)
     metrics = task_module.evaluate(ctx)
     if request.save_results:
-        _save_results(out_dir.with_suffix(".json"), request, ckpt, data, metrics)
+        _save_results(out_dir.with_suffix(".json"), request, ckpt, data, metrics, fingerprints)
     return metrics
+
+
+_RESULT_NAME = re.compile(r"^\d{8}_\d{6}_\d{6}_(.+)\.json$")  # <stamp>_<checkpoint stem>.json, see evaluate()
+
+
+def test_data_fingerprints(data: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """{"test": fingerprint} of the split prepare_eval resolved (its `record["test"]` path), None without one."""
+    from src.common.fingerprint import fingerprint_splits
+
+    path = (data.get("record") or {}).get("test")
+    return fingerprint_splits({"test": path}, data.get("names")) if path else None
+
+
+def previous_test_data_lines(ckpt_path: Path, fingerprints: Optional[Dict[str, Any]]) -> List[str]:
+    """Compare the test data with the latest earlier saved evaluation of the same checkpoint; [] if none."""
+    from src.common.fingerprint import compare_split_fingerprints
+
+    folder = ckpt_path.parent / "evaluations"
+    found = folder.glob("*.json") if folder.is_dir() else []
+    names = sorted(p.name for p in found if _is_result_of(p.name, ckpt_path.stem))
+    records = [(n, r) for n, r in ((n, _read_json(folder / n)) for n in names) if isinstance(r, dict)]
+    if fingerprints is None or not records:
+        return []
+    usable = [(n, r) for n, r in records if isinstance(r.get("test_data_fingerprints"), dict)]
+    if not usable:
+        return [f"Test data not compared: the {len(records)} earlier evaluation(s) of this checkpoint recorded no "
+                "test-data fingerprint"]
+    name, latest = usable[-1]
+    diffs = compare_split_fingerprints(latest["test_data_fingerprints"], fingerprints)
+    if not diffs:
+        return [f"Test data matches the previous evaluation of this checkpoint (evaluations/{name})"]
+    header = (f"Test data differs from the previous evaluation of this checkpoint (evaluations/{name}, "
+              f"{latest.get('evaluated_at')}, test data {(latest.get('test_data') or {}).get('test')}):")
+    return [header] + [f"  {line}" for line in diffs]
+
+
+def _is_result_of(filename: str, stem: str) -> bool:
+    match = _RESULT_NAME.match(filename)
+    return bool(match) and match.group(1) == stem
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # an unreadable earlier result is just not compared
 
 
 def _check_checkpoint_matches(ckpt: Dict[str, Any], task: str, subtask: str, path) -> None:
@@ -89,13 +140,14 @@ def _check_checkpoint_matches(ckpt: Dict[str, Any], task: str, subtask: str, pat
 
 
 def _save_results(path: Path, request: EvalRequest, ckpt: Dict[str, Any], data: Dict[str, Any],
-                  metrics: Dict[str, Any]) -> None:
+                  metrics: Dict[str, Any], fingerprints: Optional[Dict[str, Any]] = None) -> None:
     record = {
         "checkpoint": str(Path(request.checkpoint_path).resolve()),
         "checkpoint_config_hash": ckpt.get("config_hash"),
         "run_id": (ckpt.get("metadata") or {}).get("run_id"),
         "task": request.task,
         "test_data": data.get("record", {}),
+        "test_data_fingerprints": fingerprints,
         "evaluated_at": datetime.now().isoformat(timespec="seconds"),
         "metrics": metrics,
     }
