@@ -40,6 +40,9 @@ class TrainContext:
     epoch_hooks: List[Callable[[int, Dict[str, Any]], None]] = field(default_factory=list)
     history: List[Dict[str, Any]] = field(default_factory=list)
     is_main: bool = True
+    # Facts only known during training (e.g. determinism settings the library applied); merged into
+    # metadata.yaml when the run completes.
+    metadata_updates: Dict[str, Any] = field(default_factory=dict)
 
     def save_checkpoint(self, epoch: int, model_state: Any, model_spec: Dict[str, Any],
                         metrics: Dict[str, Any], *, is_best: bool = False, last: bool = False,

@@ -128,7 +128,7 @@ def _run(request, cm, task_module, subtask, device, policy, data, resume, regist
     from src.common import distributed
     from src.common.model_registry import build_entry
     from src.common.run_log import tee_output
-    from src.common.seeding import determinism_settings, seed_everything
+    from src.common.seeding import seed_everything
 
     run_id = run_dir = None
     if main:
@@ -167,8 +167,7 @@ def _run(request, cm, task_module, subtask, device, policy, data, resume, regist
         raise
     best = run_dir / BEST_CHECKPOINT
     if main:
-        update_metadata(run_dir, status="completed", finished_at=now_iso(),
-                        determinism_after=determinism_settings(),
+        update_metadata(run_dir, status="completed", finished_at=now_iso(), **ctx.metadata_updates,
                         result={"checkpoint": BEST_CHECKPOINT, "checkpoint_sha256": file_sha256(best),
                                 "metrics": metrics})
         if live is not None:

@@ -56,7 +56,8 @@ class TrainResult:
     model_state: dict  # the best epoch's fp32 CPU EMA state dict
     model_spec: dict  # {"architecture", "model_yaml", "names", "imgsz"}: rebuilds the model with build_model()
     save_dir: Path  # project_dir/name, where ultralytics wrote its own files
-    num_threads: int  # torch intra-op threads ultralytics trained with (it picks cpu_count - 1 on CPU)
+    num_threads: int  # torch intra-op threads training used
+    determinism: dict  # determinism settings in force during training (ultralytics sets them itself)
 
 
 class _StateSnapshot:
@@ -86,9 +87,14 @@ class _EpochTracker:
         self.best = None  # (value, record, state)
         self.spec = self.save_dir = None
         self.num_threads = 0
+        self.determinism = None  # the settings ultralytics' init_seeds put in force, read during training
 
     def on_train_epoch_end(self, trainer) -> None:
         self.pending = trainer.epoch
+        if self.determinism is None:
+            from src.common.seeding import determinism_settings
+
+            self.determinism = determinism_settings()
 
     def on_fit_epoch_end(self, trainer) -> None:
         # final_eval() re-validates best.pt and fires this once more with epoch+1 and no training pass: skip it.
@@ -152,10 +158,13 @@ def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: s
         yolo.add_callback("on_fit_epoch_end", _stop_after(stop_after_epoch))
     yolo.add_callback("on_train_epoch_end", tracker.on_train_epoch_end)
     yolo.add_callback("on_fit_epoch_end", tracker.on_fit_epoch_end)
+    threads = torch.get_num_threads()
+    # select_device() pins CPU training to cpu_count - 1 threads (1 on a 2-core box); CPU results do not depend
+    # on the thread count, so keep the process's own setting (PyTorch's default: every core).
+    yolo.add_callback("on_pretrain_routine_start", lambda trainer: torch.set_num_threads(threads))
     args = dict(data=str(data_yaml), epochs=epochs, batch=batch, imgsz=imgsz, lr0=lr0, seed=seed, device=device,
                 workers=workers, optimizer=optimizer, project=str(Path(project_dir).expanduser().resolve()),
                 name=name, exist_ok=True, deterministic=True, amp=False, val=True, plots=plots)
-    threads = torch.get_num_threads()
     try:
         with _dataset_errors_as_user_errors():
             yolo.train(**extra_args, **args)
@@ -189,7 +198,7 @@ def _train_result(tracker: _EpochTracker) -> TrainResult:
     _, best, state = tracker.best
     return TrainResult(epochs=list(tracker.records), best_epoch=best.epoch, best_metrics=dict(best.metrics),
                        model_state=state, model_spec=tracker.spec, save_dir=tracker.save_dir,
-                       num_threads=tracker.num_threads)
+                       num_threads=tracker.num_threads, determinism=tracker.determinism or {})
 
 
 def evaluate_yolo(*, model_spec: dict, model_state: dict, data_yaml: Path, split: str, imgsz: int, batch: int,

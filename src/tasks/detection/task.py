@@ -109,6 +109,8 @@ def train(ctx) -> Dict[str, Any]:
 
     result = train_yolo(data_yaml=data_yaml, project_dir=ctx.run_dir, name=ULTRALYTICS_DIR, seed=ctx.seed,
                         device=ctx.device, on_epoch=on_epoch, stop_after_epoch=ctx.stop_after_epoch, **args)
+    ctx.metadata_updates["determinism_during_training"] = result.determinism
+    ctx.metadata_updates["num_threads_during_training"] = result.num_threads
     m = result.best_metrics
     return {"best_val_metric": m[BEST_METRIC], "best_epoch": result.best_epoch, "mAP50-95": m[BEST_METRIC],
             "mAP50": m["val/mAP50"], "precision": m["val/precision"], "recall": m["val/recall"],

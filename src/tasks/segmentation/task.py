@@ -89,7 +89,13 @@ def _weights(config: Dict[str, Any]) -> Optional[Path]:
     return path.resolve()
 
 
+def total_epochs(config: Dict[str, Any]) -> int:
+    """Epochs the config trains for (resume uses it to refuse continuing a run that already finished)."""
+    return int(_training_args(config)["epochs"])
+
+
 def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str, Any]:
+    from src.common.distributed import env_world_size
     from src.common.fingerprint import fingerprint_splits
 
     names, ignore = resolve_classes(config, subtask, data_yaml)
@@ -101,8 +107,9 @@ def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str,
               "data_yaml": str(Path(data_yaml).resolve()) if data_yaml else None, "names": names,
               "ignore_index": ignore, "stats": {"train": train_stats, "val": val_stats}}
     fingerprints = fingerprint_splits({"train": train.root, "val": val.root}, names)
+    # The process count decides the data split, so a run is only bit-reproducible with the same world size.
     return {"record": record, "names": names, "ignore_index": ignore, "train": train, "val": val,
-            "metadata": {"dataset_fingerprints": fingerprints}}
+            "metadata": {"dataset_fingerprints": fingerprints, "world_size": env_world_size()}}
 
 
 def train(ctx) -> Dict[str, Any]:
@@ -120,6 +127,7 @@ def train(ctx) -> Dict[str, Any]:
 
     def on_epoch(epoch: int, metrics: Dict[str, Any], get_train_state) -> None:
         ctx.log_epoch(epoch, metrics)
+        print(_epoch_line(epoch, args["epochs"], metrics), flush=True)  # the run's train.log records progress
         value = metrics.get(BEST_METRIC)
         is_best = value is not None and value == value and (best["value"] is None or value > best["value"])
         if is_best:
@@ -135,10 +143,17 @@ def train(ctx) -> Dict[str, Any]:
                                 val_items=_items(ctx.data["val"]), num_classes=len(names), ignore_index=ignore,
                                 seed=ctx.seed, device=ctx.device, on_epoch=on_epoch, resume_state=resume_state,
                                 class_names=names, stop_after=ctx.stop_after_epoch, **args)
+    ctx.metadata_updates["determinism_during_training"] = result["determinism"]
+    ctx.metadata_updates["world_size"] = result["world_size"]
     final = result["final_metrics"]
     return {"best_val_metric": result["best_val_metric"], "best_epoch": result["best_epoch"],
             "mIoU": result["best_val_metric"], "final_mIoU": final.get(BEST_METRIC),
             "pixel_accuracy": final.get("val/pixel_accuracy"), "epochs_completed": len(result["history"])}
+
+
+def _epoch_line(epoch: int, epochs: int, metrics: Dict[str, Any]) -> str:
+    shown = ("train/loss", "val/loss", BEST_METRIC, "val/pixel_accuracy")
+    return f"epoch {epoch}/{epochs}: " + " ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
 
 
 def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
