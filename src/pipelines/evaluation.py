@@ -53,6 +53,8 @@ def evaluate(request: EvalRequest) -> Dict[str, Any]:
     config = cm.get_config()
     task_module = load_task(request.task)
     subtask = resolve_subtask(task_module, config, request.task, request.subtask)
+    if request.allow_legacy and hasattr(task_module, "before_legacy_load"):
+        task_module.before_legacy_load()  # unpickling imports the library that wrote the file
     ckpt = load_checkpoint(Path(request.checkpoint_path), allow_legacy=request.allow_legacy)
     if ckpt.get("legacy"):
         print(f"warning: {request.checkpoint_path} is a legacy checkpoint: config verification skipped",

@@ -83,7 +83,7 @@ def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
     return {"architecture": model.get("architecture", "yolov8n.yaml"), "epochs": training.get("epochs"),
             "batch": training.get("batch_size"), "imgsz": training.get("image_size"),
             "lr0": training.get("learning_rate"), "optimizer": training.get("optimizer", "SGD"),
-            "workers": training.get("workers", 0), "extra_args": extra,
+            "workers": training.get("workers", 0), "plots": bool(training.get("plots", True)), "extra_args": extra,
             "weights": Path(weights).expanduser().resolve() if weights else None}
 
 
@@ -118,10 +118,8 @@ def train(ctx) -> Dict[str, Any]:
 
 
 def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
-    if ckpt.get("legacy"):
-        raise UserError("legacy ultralytics checkpoints cannot be evaluated by street-scene yet; "
-                        "train with street-scene to get a verifiable checkpoint")
-    names = list(ckpt["model_spec"]["names"])
+    model = _model_of(ckpt)
+    names = list(model["model_spec"]["names"])
     if data_yaml is not None:
         from src.data.data_yaml import parse_class_names, read_dataset_yaml
 
@@ -131,7 +129,23 @@ def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
                             "evaluate with the data yaml the model was trained with")
     test, stats = _split(test_data, "test", names)
     return {"record": {"test": str(test.source), "test_spec": test_data, "stats": stats}, "names": names,
-            "test": test}
+            "test": test, "model": model}
+
+
+def before_legacy_load() -> None:
+    """A pickled ultralytics .pt imports ultralytics while loading: make that import offline first."""
+    from src.tasks.detection.offline import configure_ultralytics, default_config_dir
+
+    configure_ultralytics(default_config_dir())
+
+
+def _model_of(ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """model_state + model_spec, from our checkpoint or (explicitly allowed) a legacy ultralytics .pt."""
+    if not ckpt.get("legacy"):
+        return {"model_state": ckpt["model_state"], "model_spec": ckpt["model_spec"]}
+    from src.tasks.detection.weights import legacy_checkpoint
+
+    return legacy_checkpoint(ckpt["legacy_object"], ckpt["path"])
 
 
 def evaluate(ctx) -> Dict[str, Any]:
@@ -146,8 +160,10 @@ def evaluate(ctx) -> Dict[str, Any]:
     data_yaml = write_effective_data_yaml(ctx.output_dir / "data.yaml", test, test, test, names=ctx.data["names"])
     training = _section(ctx.config, "detection", "training")
     evaluation = (ctx.config.get("detection") or {}).get("evaluation") or {}
-    return evaluate_yolo(model_spec=ctx.checkpoint["model_spec"], model_state=ctx.checkpoint["model_state"],
-                         data_yaml=data_yaml, split="test", imgsz=ctx.checkpoint["model_spec"]["imgsz"],
+    model = ctx.data["model"]
+    return evaluate_yolo(model_spec=model["model_spec"], model_state=model["model_state"],
+                         data_yaml=data_yaml, split="test", imgsz=model["model_spec"]["imgsz"],
                          batch=evaluation.get("batch_size", 16), device=ctx.device,
                          project_dir=ctx.output_dir.parent, name=ctx.output_dir.name,
-                         conf=evaluation.get("conf", 0.001), iou=evaluation.get("iou", 0.7))
+                         conf=evaluation.get("conf", 0.001), iou=evaluation.get("iou", 0.7),
+                         plots=bool(evaluation.get("plots", True)))

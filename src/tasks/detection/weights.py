@@ -91,3 +91,15 @@ def _load_ultralytics_pt(path: Path):
     if module is None or not hasattr(module, "yaml"):
         raise UserError(f"pretrained weights {path} hold no ultralytics model ('ema'/'model' missing)")
     return module.float()
+
+
+def legacy_checkpoint(obj, path: Path) -> dict:
+    """`model_state` + `model_spec` from an unpickled ultralytics `.pt` dict (--allow-legacy-checkpoint)."""
+    module = (obj.get("ema") or obj.get("model")) if isinstance(obj, dict) else None
+    if module is None or not hasattr(module, "yaml"):
+        raise UserError(f"legacy checkpoint {path} holds no ultralytics detection model ('ema'/'model' missing)")
+    names = module.names if isinstance(module.names, dict) else dict(enumerate(module.names))
+    imgsz = (obj.get("train_args") or {}).get("imgsz", 640)
+    spec = {"architecture": f"legacy:{Path(path).name}", "model_yaml": plain_data(module.yaml),
+            "names": [str(names[i]) for i in range(len(names))], "imgsz": int(imgsz)}
+    return {"model_state": fp32_cpu_state(module.float()), "model_spec": spec}
