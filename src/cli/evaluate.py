@@ -15,6 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compare the checkpoint's config hash with this config's and list differences")
     parser.add_argument("--strict", action="store_true",
                         help="with --verify-config: exit non-zero on a mismatch instead of evaluating")
+    parser.add_argument("--seed", type=int, help="the seed the model was trained with, if it was given as --seed "
+                        "(part of the config hash that --verify-config compares)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
     parser.add_argument("--allow-legacy-checkpoint", action="store_true",
                         help="load a checkpoint without street-scene metadata (unpickles code; no verification)")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         args.verify_config = True  # --strict only means something with verification
     request = EvalRequest(
         config_path=Path(args.config), task=args.task, subtask=subtask_of(args), test_data=args.test_data,
-        checkpoint_path=Path(args.checkpoint), data_yaml=args.data_yaml, overrides=args.config_override,
+        checkpoint_path=Path(args.checkpoint), data_yaml=args.data_yaml, overrides=args.config_override, seed=args.seed,
         verify_config=args.verify_config, strict=args.strict, allow_legacy=args.allow_legacy_checkpoint,
     )
     if not args.json:

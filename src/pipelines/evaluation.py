@@ -31,6 +31,7 @@ class EvalRequest:
     checkpoint_path: Path
     data_yaml: Optional[str] = None
     overrides: Sequence[str] = ()
+    seed: Optional[int] = None  # --seed, resolved like training's (cli > STREET_SCENE_SEED > config > 42)
     verify_config: bool = False
     strict: bool = False
     allow_legacy: bool = False
@@ -49,7 +50,7 @@ def config_mismatch_lines(cm: ConfigManager, ckpt: Dict[str, Any]) -> List[str]:
 
 def evaluate(request: EvalRequest) -> Dict[str, Any]:
     """Evaluate a checkpoint on test data; returns the metrics dict (also saved beside the checkpoint)."""
-    cm = ConfigManager(request.config_path, request.overrides)
+    cm = ConfigManager(request.config_path, request.overrides, request.seed)
     config = cm.get_config()
     task_module = load_task(request.task)
     subtask = resolve_subtask(task_module, config, request.task, request.subtask)

@@ -40,6 +40,6 @@ class StreetScenePipeline:
 
         return evaluate(EvalRequest(
             config_path=self.config_path, task=self.task, subtask=self.subtask, test_data=str(test_data_path),
-            checkpoint_path=Path(checkpoint_path), data_yaml=data_yaml, overrides=self.overrides,
+            checkpoint_path=Path(checkpoint_path), data_yaml=data_yaml, overrides=self.overrides, seed=self.seed,
             verify_config=verify_config, strict=strict,
         ))

@@ -1,15 +1,15 @@
 """Resuming a run: find the checkpoint, refuse config changes that would alter results, reopen the run dir."""
 
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from src.common.checkpoint import load_checkpoint
+from src.common.checkpoint import load_checkpoint, save_checkpoint
 from src.common.config_manager import ConfigManager
 from src.common.dictdiff import format_changes
 from src.common.errors import UserError
 from src.common.metadata import now_iso, read_metadata, write_metadata
 from src.common.run_dir import resolve_run
-from src.pipelines.context import _epoch_of, read_metrics_csv, METRICS_FILE
+from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, _epoch_of, epoch_checkpoint_name, read_metrics_csv
 
 
 def find_resume_checkpoint(ref: str) -> Path:
@@ -47,11 +47,66 @@ def load_resume(ref: str, cm: ConfigManager, task_module, task: str, subtask: st
         raise UserError(f"cannot resume {run_dir.name}: the config differs in "
                         f"{'; '.join(format_changes(unsafe))} (only {', '.join(task_module.RESUME_SAFE_KEYS)} "
                         f"may change); resume with --config {run_dir / 'config.yaml'}")
+    total = task_module.total_epochs(cm.get_config()) if hasattr(task_module, "total_epochs") else None
+    if total is not None and ckpt["epoch"] >= total:
+        raise UserError(f"run {run_dir.name} already trained all {total} epochs ({ckpt_path.name}); nothing to "
+                        "resume: evaluate its best_model.pth, or start a new run to train longer")
+    best_to_restore(run_dir, ckpt)  # refuses, before anything is written, a best model that cannot be rebuilt
     return ckpt, run_dir
+
+
+def best_to_restore(run_dir: Path, ckpt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The checkpoint best_model.pth must hold before training continues, or None when it already does.
+
+    A run stopped between writing checkpoint_epoch_N.pth and best_model.pth (both at the end of a best epoch)
+    has an older or no best_model.pth; if later epochs do not improve, the resumed run would end without the
+    best model the uninterrupted run has. Its epoch checkpoint holds the same weights, so it is rebuilt from it.
+    """
+    best_epoch = (ckpt.get("train_state") or {}).get("best_epoch")
+    best_path = run_dir / BEST_CHECKPOINT
+    if not best_epoch:
+        return None
+    if best_path.is_file() and load_checkpoint(best_path).get("epoch") == best_epoch:
+        return None
+    if best_epoch == ckpt["epoch"]:
+        source = ckpt
+    elif (run_dir / epoch_checkpoint_name(best_epoch)).is_file():
+        source = load_checkpoint(run_dir / epoch_checkpoint_name(best_epoch))
+    elif best_path.is_file():
+        return None  # holds another epoch and nothing to rebuild it from: keep what is there
+    else:
+        raise UserError(f"cannot resume {run_dir.name}: {BEST_CHECKPOINT} (epoch {best_epoch}) is missing and so "
+                        f"is {epoch_checkpoint_name(best_epoch)}; the resumed run could not report its best model")
+    return {k: v for k, v in source.items() if k != "train_state"}
+
+
+def check_same_data(run_dir: Path, data: Dict[str, Any]) -> None:
+    """Refuse to continue a run on data other than what its first epochs saw."""
+    from src.common.fingerprint import compare_split_fingerprints
+
+    recorded = read_metadata(run_dir).get("dataset_fingerprints")
+    current = (data.get("metadata") or {}).get("dataset_fingerprints")
+    if recorded and current:
+        changes = compare_split_fingerprints(recorded, current)
+        if changes:
+            raise UserError(f"cannot resume {run_dir.name}: its data changed ({'; '.join(changes[:3])}); resume "
+                            "with the same --train-data / --val-data, or start a new run")
+
+
+def check_run_name(run_dir: Path, run_name) -> None:
+    """Re-running the original command plus --resume is fine; naming another run is a mistake."""
+    recorded = read_metadata(run_dir).get("run_name")
+    if run_name is not None and run_name != recorded:
+        raise UserError(f"--run-name {run_name} does not match the resumed run {run_dir.name} (named {recorded}); "
+                        "a resumed run keeps its name: drop --run-name")
 
 
 def reopen_run(run_dir: Path, ckpt: Dict[str, Any], cm: ConfigManager, command: str) -> Dict[str, Any]:
     """Mark the run running again and record the resume; returns the metadata."""
+    best = best_to_restore(run_dir, ckpt)
+    if best is not None:
+        save_checkpoint(run_dir / BEST_CHECKPOINT, best)
+        print(f"Restored {BEST_CHECKPOINT} (epoch {best['epoch']}), which the interrupted run had not written")
     meta = read_metadata(run_dir)
     changed = [c[0] for c in cm.diff(ckpt["config"])]
     resumes: List[Dict[str, Any]] = list(meta.get("resumes") or [])

@@ -107,6 +107,11 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
 
         resume = load_resume(request.resume, cm, task_module, request.task, subtask)
     data = task_module.prepare_train(config, subtask, request.train_data, request.val_data, request.data_yaml)
+    if resume is not None:
+        from src.pipelines.resume import check_run_name, check_same_data
+
+        check_same_data(resume[1], data)
+        check_run_name(resume[1], request.run_name)
     from src.tracking.live import live_settings
 
     trackers = live_settings(config, mlflow=request.mlflow, wandb=request.wandb)  # bad tracking config fails now

@@ -95,7 +95,6 @@ def total_epochs(config: Dict[str, Any]) -> int:
 
 
 def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str, Any]:
-    from src.common.distributed import env_world_size
     from src.common.fingerprint import fingerprint_splits
 
     names, ignore = resolve_classes(config, subtask, data_yaml)
@@ -107,9 +106,8 @@ def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str,
               "data_yaml": str(Path(data_yaml).resolve()) if data_yaml else None, "names": names,
               "ignore_index": ignore, "stats": {"train": train_stats, "val": val_stats}}
     fingerprints = fingerprint_splits({"train": train.root, "val": val.root}, names)
-    # The process count decides the data split, so a run is only bit-reproducible with the same world size.
     return {"record": record, "names": names, "ignore_index": ignore, "train": train, "val": val,
-            "metadata": {"dataset_fingerprints": fingerprints, "world_size": env_world_size()}}
+            "metadata": {"dataset_fingerprints": fingerprints}}
 
 
 def train(ctx) -> Dict[str, Any]:
