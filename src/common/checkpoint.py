@@ -40,8 +40,6 @@ def build_checkpoint(*, task: str, subtask: str, model_state: Dict[str, Any], mo
 
 def to_fp32_cpu(state: Dict[str, Any]) -> Dict[str, Any]:
     """Detached CPU copies; floating tensors as fp32 (ultralytics keeps its EMA in fp16 on disk)."""
-    import torch
-
     out = {}
     for name, tensor in state.items():
         t = tensor.detach().to("cpu")

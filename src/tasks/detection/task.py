@@ -4,32 +4,21 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from src.common.errors import UserError
+from src.tasks.config_sections import section, subtask_names
 
 ULTRALYTICS_DIR = "ultralytics"  # ultralytics' own files (results.csv, plots, args.yaml) inside the run dir
 _AUGMENT_KEYS = ("mosaic", "close_mosaic", "fliplr", "scale", "translate", "hsv_h", "hsv_s", "hsv_v")
 
 
 def subtasks(config: Dict[str, Any]) -> List[str]:
-    tasks = (config.get("detection") or {}).get("tasks") or {}
-    if not isinstance(tasks, dict) or not tasks:
-        raise UserError("config has no detection.tasks section; see configs/detection_config.yaml")
-    return list(tasks)
-
-
-def _section(config: Dict[str, Any], *keys: str) -> Dict[str, Any]:
-    node: Any = config
-    for key in keys:
-        node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            raise UserError(f"config is missing the section {'.'.join(keys)}; see configs/detection_config.yaml")
-    return node
+    return subtask_names(config, "detection")
 
 
 def resolve_names(config: Dict[str, Any], subtask: str, data_yaml: Optional[str]) -> List[str]:
     """Class names from --data-yaml, checked against the config's class list for the task."""
     from src.data.data_yaml import parse_class_names, read_dataset_yaml
 
-    configured = _section(config, "detection", "tasks", subtask).get("classes")
+    configured = section(config, "detection", "tasks", subtask).get("classes")
     if data_yaml is None:
         if not configured:
             raise UserError(f"no --data-yaml given and detection.tasks.{subtask}.classes is empty")
@@ -68,8 +57,8 @@ def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str,
 
 
 def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
-    model = _section(config, "detection", "model")
-    training = _section(config, "detection", "training")
+    model = section(config, "detection", "model")
+    training = section(config, "detection", "training")
     augment = training.get("augmentation") or {}
     extra = {"lrf": training.get("final_lr_factor", 0.01), "momentum": training.get("momentum", 0.937),
              "weight_decay": training.get("weight_decay", 0.0005),
@@ -158,7 +147,6 @@ def evaluate(ctx) -> Dict[str, Any]:
     test = ctx.data["test"]
     # ultralytics insists on train/val keys; all point at the test split, evaluated as split="test".
     data_yaml = write_effective_data_yaml(ctx.output_dir / "data.yaml", test, test, test, names=ctx.data["names"])
-    training = _section(ctx.config, "detection", "training")
     evaluation = (ctx.config.get("detection") or {}).get("evaluation") or {}
     model = ctx.data["model"]
     return evaluate_yolo(model_spec=model["model_spec"], model_state=model["model_state"],

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from src.common.errors import UserError
+from src.tasks.config_sections import section, subtask_names
 
 BEST_METRIC = "val/mIoU"
 # Keys that may differ between a checkpoint's config and the config of a resumed run: where and how fast the
@@ -13,26 +14,14 @@ RESUME_SAFE_KEYS = ("device", "checkpoint.save_every", "checkpoint.keep_last", "
 
 
 def subtasks(config: Dict[str, Any]) -> List[str]:
-    tasks = (config.get("segmentation") or {}).get("tasks") or {}
-    if not isinstance(tasks, dict) or not tasks:
-        raise UserError("config has no segmentation.tasks section; see configs/segmentation_config.yaml")
-    return list(tasks)
-
-
-def _section(config: Dict[str, Any], *keys: str) -> Dict[str, Any]:
-    node: Any = config
-    for key in keys:
-        node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            raise UserError(f"config is missing the section {'.'.join(keys)}; see configs/segmentation_config.yaml")
-    return node
+    return subtask_names(config, "segmentation")
 
 
 def resolve_classes(config: Dict[str, Any], subtask: str, data_yaml: Optional[str]):
     """(names, ignore_index) from --data-yaml, checked against segmentation.tasks.<subtask>."""
     from src.data.segmentation_data import load_segmentation_yaml
 
-    task_cfg = _section(config, "segmentation", "tasks", subtask)
+    task_cfg = section(config, "segmentation", "tasks", subtask)
     configured, ignore = task_cfg.get("classes"), task_cfg.get("ignore_index", 255)
     if data_yaml is None:
         if not configured:
@@ -63,7 +52,7 @@ def _items(split) -> list:
 
 
 def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
-    t = _section(config, "segmentation", "training")
+    t = section(config, "segmentation", "training")
     crop = t.get("crop_size", [128, 256])
     return {"epochs": t.get("epochs"), "batch_size": t.get("batch_size"), "lr": t.get("learning_rate"),
             "weight_decay": t.get("weight_decay", 0.0), "optimizer": t.get("optimizer", "sgd"),
@@ -73,13 +62,13 @@ def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _model_spec(config: Dict[str, Any], names: List[str], ignore_index: int) -> Dict[str, Any]:
-    model = _section(config, "segmentation", "model")
+    model = section(config, "segmentation", "model")
     return {"architecture": model.get("architecture", "lraspp_mobilenet_v3_large"), "names": names,
             "num_classes": len(names), "ignore_index": ignore_index}
 
 
 def _weights(config: Dict[str, Any]) -> Optional[Path]:
-    weights = _section(config, "segmentation", "model").get("weights")
+    weights = section(config, "segmentation", "model").get("weights")
     if weights is None:
         return None
     path = Path(weights).expanduser()
