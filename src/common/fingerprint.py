@@ -180,17 +180,17 @@ def _files_in_dir(root: Path) -> List[str]:
 
 
 def _files_in_list(list_file: Path) -> List[str]:
-    """Images named in a ultralytics `.txt` list (`./x` is relative to the list, as ultralytics reads it)."""
+    """Images named in a `.txt` list; relative entries are relative to the list's folder (street-scene's rule,
+    see src/data/detection_data.py, which hands ultralytics absolute paths for such lists)."""
     try:
         lines = list_file.read_text(encoding="utf-8-sig").strip().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read image list {list_file}: {exc}") from None
-    parent = str(list_file.parent) + os.sep
     images = []
     for line in (x.strip() for x in lines):
-        path = line.replace("./", parent, 1) if line.startswith("./") else line
+        path = os.path.expanduser(line)
         if path and path.rpartition(".")[2].lower() in IMAGE_SUFFIXES:
-            images.append(os.path.abspath(path))
+            images.append(os.path.abspath(os.path.join(list_file.parent, path)))
     missing = [p for p in images if not os.path.isfile(p)]
     if missing:
         raise UserError(f"image list {list_file} names {len(missing)} missing file(s), first {missing[0]}; "

@@ -194,7 +194,24 @@ def validate_split(split: ResolvedSplit, names: list[str]) -> dict:
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise UserError(f"{where}: {problems[0]}{more}; fix or remove the bad line(s)")
+    _check_images(split.images, where)
     return {"images": len(split.images), "boxes": boxes, "background": background}
+
+
+def _check_images(images, where: str) -> None:
+    """Every image must decode: ultralytics silently drops a corrupt one (or crashes when all are)."""
+    from PIL import Image
+
+    for path in images:
+        try:
+            with Image.open(path) as im:
+                im.verify()  # structure and checksums, without decoding all pixels
+                width, height = im.size
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for damaged files; each is one clear line
+            raise UserError(f"{where}: image {path} cannot be read ({type(exc).__name__}: "
+                            f"{str(exc)[:120]}); replace or remove it and its label") from None
+        if width < 10 or height < 10:
+            raise UserError(f"{where}: image {path} is {width}x{height} px; ultralytics needs at least 10x10")
 
 
 def _yaml_source(split: ResolvedSplit, key: str, folder: Path) -> str:

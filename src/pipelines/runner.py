@@ -99,7 +99,6 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
     config = cm.get_config()
     task_module = load_task(request.task)
     subtask = resolve_subtask(task_module, config, request.task, request.subtask)
-    device = resolve_device(config.get("device", "auto"))
     policy = _checkpoint_policy(config)
     resume = None
     if request.resume:
@@ -107,6 +106,7 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
 
         resume = load_resume(request.resume, cm, task_module, request.task, subtask)
     data = task_module.prepare_train(config, subtask, request.train_data, request.val_data, request.data_yaml)
+    device = resolve_device(config.get("device", "auto"))  # imports torch: after the cheap checks
     if resume is not None:
         from src.pipelines.resume import check_run_name, check_same_data
 
@@ -178,8 +178,9 @@ def _run(request, cm, task_module, subtask, device, policy, data, resume, regist
         if live is not None:
             live.finish()
         registry.register(build_entry(run_dir))
-        print(f"Training completed. Results saved to {display_path(run_dir)}")
-        print(f"Run ID: {run_id}")
+        with tee_output(run_dir / "train.log"):
+            print(f"Training completed. Results saved to {display_path(run_dir)}")
+            print(f"Run ID: {run_id}")
     return TrainResult(run_id=run_id, run_dir=run_dir, metrics=metrics, checkpoint_path=best)
 
 

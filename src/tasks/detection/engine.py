@@ -237,6 +237,12 @@ def _eval_metrics(metrics, names: list) -> dict:
             "speed": {k: float(v) for k, v in metrics.speed.items()}}
 
 
+def check_train_inputs(*, architecture: str, epochs, batch, imgsz, optimizer, extra_args) -> None:
+    """Everything train_yolo would refuse about its arguments, checked before a run dir exists."""
+    _check_train_args(epochs=epochs, batch=batch, imgsz=imgsz, optimizer=optimizer, extra_args=extra_args)
+    _new_yolo(architecture)
+
+
 def _check_train_args(*, epochs, batch, imgsz, optimizer, extra_args) -> None:
     from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
 

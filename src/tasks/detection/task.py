@@ -45,15 +45,25 @@ def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str,
     from src.common.fingerprint import fingerprint_splits
 
     names = resolve_names(config, subtask, data_yaml)
-    _training_args(config)  # type errors in the config fail now, not after the run dir exists
+    args = _training_args(config)
     train, train_stats = _split(train_data, "train", names)
     val, val_stats = _split(val_data, "val", names)
+    _check_with_ultralytics(args)  # after the cheap data checks: this imports torch and ultralytics
     record = {"train": str(train.source), "val": str(val.source), "train_spec": train_data, "val_spec": val_data,
               "data_yaml": str(Path(data_yaml).resolve()) if data_yaml else None, "names": names,
               "stats": {"train": train_stats, "val": val_stats}}
     fingerprints = fingerprint_splits({"train": train.source, "val": val.source}, names)
     return {"record": record, "names": names, "train": train, "val": val,
             "metadata": {"dataset_fingerprints": fingerprints}}
+
+
+def _check_with_ultralytics(args: Dict[str, Any]) -> None:
+    from src.tasks.detection.engine import check_train_inputs
+    from src.tasks.detection.offline import configure_ultralytics, default_config_dir
+
+    configure_ultralytics(default_config_dir())
+    check_train_inputs(architecture=args["architecture"], epochs=args["epochs"], batch=args["batch"],
+                       imgsz=args["imgsz"], optimizer=args["optimizer"], extra_args=args["extra_args"])
 
 
 def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -98,6 +108,8 @@ def train(ctx) -> Dict[str, Any]:
 
     result = train_yolo(data_yaml=data_yaml, project_dir=ctx.run_dir, name=ULTRALYTICS_DIR, seed=ctx.seed,
                         device=ctx.device, on_epoch=on_epoch, stop_after_epoch=ctx.stop_after_epoch, **args)
+    for pickled in (ctx.run_dir / ULTRALYTICS_DIR / "weights").glob("*.pt"):
+        pickled.unlink()  # ultralytics' own pickled copies; best_model.pth / checkpoint_epoch_N.pth replace them
     ctx.metadata_updates["determinism_during_training"] = result.determinism
     ctx.metadata_updates["num_threads_during_training"] = result.num_threads
     m = result.best_metrics
