@@ -4,9 +4,10 @@ Nothing here runs at import. `seed_everything` returns the settings it put in fo
 records what was actually active, not what was asked for.
 """
 
+import contextlib
 import os
 import random
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> Dict[str, Any]:
@@ -63,3 +64,37 @@ def seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)
+
+
+@contextlib.contextmanager
+def process_settings_restored(num_threads: int) -> Iterator[None]:
+    """Run a training with `num_threads` torch threads, then put the process's global numeric settings back.
+
+    CPU kernels may split reductions by thread, so the thread count is pinned for the run (and recorded) rather
+    than inherited from whatever ran before in the process; the API must not leave determinism flags behind.
+    """
+    import torch
+
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        threads, det, warn_only, cudnn_det, cudnn_bench, cublas = saved
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_det, cudnn_bench
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+def default_num_threads() -> int:
+    """One torch thread per CPU the process may use: the same on every run on this machine."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

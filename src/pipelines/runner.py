@@ -131,9 +131,7 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
 
 def _run(request, cm, task_module, subtask, device, policy, data, resume, registry, main, tracking) -> TrainResult:
     from src.common import distributed
-    from src.common.model_registry import build_entry
-    from src.common.run_log import tee_output
-    from src.common.seeding import seed_everything
+    from src.common.seeding import default_num_threads, process_settings_restored
 
     run_id = run_dir = None
     if main:
@@ -143,6 +141,17 @@ def _run(request, cm, task_module, subtask, device, policy, data, resume, regist
             run_dir = resume[1]
             run_id = run_dir.name
     run_id, run_dir = distributed.broadcast_object((run_id, run_dir))
+    with process_settings_restored(default_num_threads()):
+        return _train_in_run_dir(request, cm, task_module, subtask, device, policy, data, resume, registry, main,
+                                 tracking, run_id, run_dir)
+
+
+def _train_in_run_dir(request, cm, task_module, subtask, device, policy, data, resume, registry, main, tracking,
+                      run_id, run_dir) -> TrainResult:
+    from src.common.model_registry import build_entry
+    from src.common.run_log import tee_output
+    from src.common.seeding import seed_everything
+
     live = None
     try:
         seed_everything(cm.seed)  # before recording metadata, so it lists the settings in force

@@ -158,10 +158,9 @@ def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: s
         yolo.add_callback("on_fit_epoch_end", _stop_after(stop_after_epoch))
     yolo.add_callback("on_train_epoch_end", tracker.on_train_epoch_end)
     yolo.add_callback("on_fit_epoch_end", tracker.on_fit_epoch_end)
+    # ultralytics' select_device() pins CPU training to min(8, cpu_count - 1) threads: a fixed rule, so a run
+    # does not depend on the thread count the process happened to have (CPU kernels can depend on it).
     threads = torch.get_num_threads()
-    # select_device() pins CPU training to cpu_count - 1 threads (1 on a 2-core box); CPU results do not depend
-    # on the thread count, so keep the process's own setting (PyTorch's default: every core).
-    yolo.add_callback("on_pretrain_routine_start", lambda trainer: torch.set_num_threads(threads))
     args = dict(data=str(data_yaml), epochs=epochs, batch=batch, imgsz=imgsz, lr0=lr0, seed=seed, device=device,
                 workers=workers, optimizer=optimizer, project=str(Path(project_dir).expanduser().resolve()),
                 name=name, exist_ok=True, deterministic=True, amp=False, val=True, plots=plots)
