@@ -449,3 +449,20 @@ def test_diff_dicts_semantics():
 def test_format_changes():
     lines = format_changes([("x.lr", 0.01, 0.001), ("y", None, True), ("z", MISSING, "a")])
     assert lines == ["x.lr: 0.01 -> 0.001", "y: null -> true", "z: <missing> -> a"]
+
+
+def test_run_dir_config_and_metadata_are_saved_through_the_manager(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("seed: 3\ntraining:\n  lr: 0.01\n")
+    cm = ConfigManager(config, ["training.lr=1e-3"])
+    run_id, run_dir = cm.create_run_dir("exp", tmp_path / "outputs")
+    assert run_dir.parent == (tmp_path / "outputs").resolve() and run_id.endswith("_exp")
+    saved = cm.save_config(run_dir)
+    assert ConfigManager(saved).get_config_hash() == cm.get_config_hash()
+    assert (run_dir / "overrides.yaml").read_text().strip() == "- training.lr=1e-3"
+    cm.save_metadata(run_dir, {"run_id": run_id})
+    from src.common.metadata import read_metadata
+
+    meta = read_metadata(run_dir)
+    assert (meta["run_id"], meta["config_hash"], meta["seed"], meta["seed_source"]) == (
+        run_id, cm.get_config_hash(), 3, "config")

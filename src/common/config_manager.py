@@ -77,6 +77,28 @@ class ConfigManager:
     def to_yaml(self) -> str:
         return dump_yaml(self._config)
 
+    def create_run_dir(self, run_name: str, root: Optional[Path] = None) -> Tuple[str, Path]:
+        """A fresh `<YYYYMMDD_HHMMSS>_<run_name>` directory under `root` / STREET_SCENE_OUTPUT_DIR / ./outputs."""
+        from src.common.run_dir import create_run_dir
+
+        return create_run_dir(run_name, root)
+
+    def save_config(self, run_dir: Path) -> Path:
+        """Write the resolved config as `config.yaml` (and the overrides as given as `overrides.yaml`)."""
+        from src.common.atomic import atomic_write_text
+
+        atomic_write_text(Path(run_dir) / "overrides.yaml", dump_yaml(list(self.overrides)))
+        atomic_write_text(Path(run_dir) / "config.yaml", self.to_yaml())
+        return Path(run_dir) / "config.yaml"
+
+    def save_metadata(self, run_dir: Path, metadata: Dict[str, Any]) -> Path:
+        """Write `metadata.yaml` (atomically) with this config's hash and seed added."""
+        from src.common.metadata import METADATA_FILE, write_metadata
+
+        write_metadata(Path(run_dir), {**metadata, "config_hash": self.get_config_hash(), "seed": self.seed,
+                                       "seed_source": self.seed_source})
+        return Path(run_dir) / METADATA_FILE
+
 
 def compute_config_hash(config: Dict[str, Any], length: int = 8) -> str:
     """sha256 of a canonical JSON form of `config`, truncated to `length` hex chars.

@@ -17,8 +17,7 @@ from src.common.config_manager import ConfigManager
 from src.common.errors import UserError
 from src.common.metadata import (METADATA_FILE, collect_metadata, environment_lines, now_iso, read_metadata,
                                  update_metadata, write_metadata)
-from src.common.run_dir import create_run_dir, validate_run_name
-from src.common.yaml_io import dump_yaml
+from src.common.run_dir import validate_run_name
 from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, TrainContext, read_metrics_csv
 from src.tasks import load_task
 
@@ -136,7 +135,7 @@ def _run(request, cm, task_module, subtask, device, policy, data, resume, regist
     run_id = run_dir = None
     if main:
         if resume is None:
-            run_id, run_dir = create_run_dir(request.run_name or subtask, request.output_dir)
+            run_id, run_dir = cm.create_run_dir(request.run_name or subtask, request.output_dir)
         else:
             run_dir = resume[1]
             run_id = run_dir.name
@@ -205,8 +204,7 @@ def _start_run(run_dir: Path, run_id: str, request: TrainRequest, cm: ConfigMana
                device: str, data: Dict[str, Any]) -> Dict[str, Any]:
     from src.common.seeding import determinism_settings
 
-    atomic_write_text(run_dir / "config.yaml", cm.to_yaml())
-    atomic_write_text(run_dir / "overrides.yaml", dump_yaml(list(cm.overrides)))
+    cm.save_config(run_dir)
     env_meta, diff = collect_metadata(device=device, determinism=determinism_settings())
     metadata = {
         "run_id": run_id, "run_name": request.run_name or subtask, "status": "running",
