@@ -46,12 +46,20 @@ def package_versions() -> Dict[str, Optional[str]]:
 
 
 def environment_lines() -> str:
-    """`name==version` for every installed distribution, sorted: a pip freeze without running pip."""
+    """`name==version` for every installed distribution, sorted: a pip freeze without running pip.
+
+    Read from the `*.dist-info` folder names on sys.path (no file is opened), which is what pip freeze lists.
+    """
     seen = {}
-    for dist in importlib_metadata.distributions():
-        name = dist.metadata.get("Name")
-        if name:
-            seen.setdefault(name.lower(), f"{name}=={dist.version}")
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".dist-info") and "-" in name:
+                dist, _, version = name[: -len(".dist-info")].partition("-")
+                seen.setdefault(dist.lower().replace("_", "-"), f"{dist}=={version}")
     return "".join(line + "\n" for _, line in sorted(seen.items()))
 
 
