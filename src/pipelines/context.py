@@ -43,6 +43,9 @@ class TrainContext:
     # Facts only known during training (e.g. determinism settings the library applied); merged into
     # metadata.yaml when the run completes.
     metadata_updates: Dict[str, Any] = field(default_factory=dict)
+    # A training-curves PNG the task's library already drew from the same per-epoch metrics (ultralytics'
+    # results.png): the run uses a copy of it instead of drawing the same curves a second time.
+    curves_image: Optional[Path] = None
 
     def save_checkpoint(self, epoch: int, model_state: Any, model_spec: Dict[str, Any],
                         metrics: Dict[str, Any], *, is_best: bool = False, last: bool = False,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from src.common.atomic import atomic_write_text
+from src.common.atomic import atomic_write_bytes, atomic_write_text
 from src.common.checkpoint import file_sha256
 from src.common.config_manager import ConfigManager
 from src.common.errors import UserError
@@ -171,7 +171,7 @@ def _train_in_run_dir(request, cm, task_module, subtask, device, policy, data, r
         with (tee_output(run_dir / "train.log") if main else contextlib.nullcontext()):
             metrics = task_module.train(ctx)
             if main:
-                _finish_artifacts(run_dir)
+                _finish_artifacts(run_dir, ctx.curves_image)
     except BaseException as exc:
         if main:
             _mark_failed(run_dir, exc)
@@ -224,12 +224,15 @@ def _start_run(run_dir: Path, run_id: str, request: TrainRequest, cm: ConfigMana
     return metadata
 
 
-def _finish_artifacts(run_dir: Path) -> None:
+def _finish_artifacts(run_dir: Path, curves_image: Optional[Path] = None) -> None:
     from src.common.curves import CURVES_FILE, plot_curves
 
-    rows = read_metrics_csv(run_dir / METRICS_FILE)
-    if rows:
-        plot_curves(rows, run_dir / CURVES_FILE)
+    if curves_image is not None and Path(curves_image).is_file():
+        atomic_write_bytes(run_dir / CURVES_FILE, Path(curves_image).read_bytes())
+    else:
+        rows = read_metrics_csv(run_dir / METRICS_FILE)
+        if rows:
+            plot_curves(rows, run_dir / CURVES_FILE)
     if not (run_dir / BEST_CHECKPOINT).is_file():
         raise RuntimeError(f"the task finished without writing {BEST_CHECKPOINT}")
 

@@ -48,21 +48,22 @@ def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str,
     args = _training_args(config)
     train, train_stats = _split(train_data, "train", names)
     val, val_stats = _split(val_data, "val", names)
-    _check_with_ultralytics(args)  # after the cheap data checks: this imports torch and ultralytics
+    yolo = _check_with_ultralytics(args)  # after the cheap data checks: this imports torch and ultralytics
     record = {"train": str(train.source), "val": str(val.source), "train_spec": train_data, "val_spec": val_data,
               "data_yaml": str(Path(data_yaml).resolve()) if data_yaml else None, "names": names,
               "stats": {"train": train_stats, "val": val_stats}}
     fingerprints = fingerprint_splits({"train": train.source, "val": val.source}, names)
-    return {"record": record, "names": names, "train": train, "val": val,
+    return {"record": record, "names": names, "train": train, "val": val, "yolo": yolo,
             "metadata": {"dataset_fingerprints": fingerprints}}
 
 
-def _check_with_ultralytics(args: Dict[str, Any]) -> None:
+def _check_with_ultralytics(args: Dict[str, Any]):
+    """The YOLO object built while checking (train() trains it rather than building a second one)."""
     from src.tasks.detection.engine import check_train_inputs
     from src.tasks.detection.offline import configure_ultralytics, default_config_dir
 
     configure_ultralytics(default_config_dir())
-    check_train_inputs(architecture=args["architecture"], epochs=args["epochs"], batch=args["batch"],
+    return check_train_inputs(architecture=args["architecture"], epochs=args["epochs"], batch=args["batch"],
                        imgsz=args["imgsz"], optimizer=args["optimizer"], extra_args=args["extra_args"])
 
 
@@ -107,9 +108,12 @@ def train(ctx) -> Dict[str, Any]:
                             is_best=is_best, last=record.last)
 
     result = train_yolo(data_yaml=data_yaml, project_dir=ctx.run_dir, name=ULTRALYTICS_DIR, seed=ctx.seed,
-                        device=ctx.device, on_epoch=on_epoch, stop_after_epoch=ctx.stop_after_epoch, **args)
+                        device=ctx.device, on_epoch=on_epoch, stop_after_epoch=ctx.stop_after_epoch,
+                        model=ctx.data.pop("yolo", None), **args)
     for pickled in (ctx.run_dir / ULTRALYTICS_DIR / "weights").glob("*.pt"):
         pickled.unlink()  # ultralytics' own pickled copies; best_model.pth / checkpoint_epoch_N.pth replace them
+    if args["plots"]:  # ultralytics drew the curves of these epochs already (results.png from results.csv)
+        ctx.curves_image = ctx.run_dir / ULTRALYTICS_DIR / "results.png"
     ctx.metadata_updates["determinism_during_training"] = result.determinism
     ctx.metadata_updates["num_threads_during_training"] = result.num_threads
     m = result.best_metrics
