@@ -307,3 +307,23 @@ def test_interrupted_run_is_marked_failed_and_not_registered(data, tmp_path):
     assert load_yaml(run_dir / "config.yaml")["seed"] == 123
     assert not (run_dir / "best_model.pth").exists()
     assert registry_entries(tmp_path) == []
+
+
+# ---------------------------------------------------------------- training curves
+
+
+def test_training_curves_come_from_ultralytics_when_it_plots(data, repo_root_run, tmp_path):
+    """plots on: ultralytics already drew results.png from the same epochs, and the run keeps a copy of it;
+    plots off (the shared run above): street-scene draws training_curves.png from metrics.csv itself."""
+    proc = run_script("train.py", "--config", CONFIG, *TRAIN_SECTION, "--train-data", data / "scenes" / "train",
+                      "--val-data", data / "scenes" / "val", "--data-yaml", VEHICLE_YAML, "--run-name", "plots",
+                      *[a for o in (*ONE_EPOCH, "detection.training.plots=true") for a in ("--config-override", o)],
+                      cwd=tmp_path, env=workspace_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "outputs" / completion_lines(proc.stdout)[1]
+    drawn = (run_dir / "ultralytics" / "results.png").read_bytes()
+    assert drawn[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / "training_curves.png").read_bytes() == drawn
+    own = repo_root_run["run_dir"]
+    assert not (own / "ultralytics" / "results.png").exists()
+    assert (own / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
