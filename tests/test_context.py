@@ -37,6 +37,7 @@ def _run_epochs(ctx, epochs, best_at=()):
     for epoch in range(1, epochs + 1):
         ctx.save_checkpoint(epoch, _state(epoch), SPEC, {"loss": 1.0 / epoch}, is_best=epoch in best_at,
                             last=epoch == epochs, train_state={"optimizer": {"step": epoch}})
+    ctx.finish_checkpoints()
 
 
 def test_every_epoch_by_default(tmp_path):
@@ -70,6 +71,7 @@ def test_best_model_has_no_train_state_but_epoch_checkpoint_does(tmp_path):
     returned = ctx.save_checkpoint(1, _state(1.0), SPEC, {"loss": 0.5}, is_best=True,
                                    train_state={"optimizer": {"step": 1}})
     assert returned == tmp_path / epoch_checkpoint_name(1)
+    ctx.finish_checkpoints()
     best = load_checkpoint(tmp_path / BEST_CHECKPOINT)
     epoch = load_checkpoint(tmp_path / epoch_checkpoint_name(1))
     assert "train_state" not in best
@@ -84,6 +86,7 @@ def test_best_model_has_no_train_state_but_epoch_checkpoint_does(tmp_path):
 def test_best_only_epoch_returns_best_path(tmp_path):
     ctx = _ctx(tmp_path, save_every=5)
     assert ctx.save_checkpoint(1, _state(), SPEC, {}, is_best=True) == tmp_path / BEST_CHECKPOINT
+    ctx.finish_checkpoints()
     assert _ckpt_files(tmp_path) == [BEST_CHECKPOINT]
 
 
@@ -109,6 +112,7 @@ def test_callable_model_state_is_only_built_when_saving(tmp_path):
     assert calls == []
     ctx.save_checkpoint(2, state, SPEC, {}, is_best=True)
     assert calls == [1]
+    ctx.finish_checkpoints()
     assert torch.equal(load_checkpoint(tmp_path / BEST_CHECKPOINT)["model_state"]["w"], torch.full((2,), 2.0))
 
 
@@ -116,8 +120,100 @@ def test_non_main_process_writes_nothing(tmp_path):
     ctx = _ctx(tmp_path, is_main=False)
     assert ctx.save_checkpoint(1, _state(), SPEC, {}, is_best=True, last=True) is None
     ctx.log_epoch(1, {"loss": 1.0})
+    ctx.finish_checkpoints()
     assert list(tmp_path.iterdir()) == []
     assert ctx.history == [{"epoch": 1, "loss": 1.0}]
+
+
+def _blocking_save(monkeypatch, release, started):
+    """Make the checkpoint writer wait for `release` (an Event) before it writes."""
+    from src.pipelines import context
+
+    real = context.save_checkpoint
+
+    def save(path, ckpt):
+        started.set()
+        assert release.wait(10), "test never released the writer"
+        return real(path, ckpt)
+
+    monkeypatch.setattr(context, "save_checkpoint", save)
+
+
+def test_checkpoints_are_written_in_the_background(tmp_path, monkeypatch):
+    import threading
+
+    release, started = threading.Event(), threading.Event()
+    _blocking_save(monkeypatch, release, started)
+    ctx = _ctx(tmp_path)
+    path = ctx.save_checkpoint(1, _state(1.0), SPEC, {}, is_best=True)  # returns while the write is held
+    assert path == tmp_path / epoch_checkpoint_name(1)
+    assert started.wait(10) and _ckpt_files(tmp_path) == []
+    release.set()
+    ctx.finish_checkpoints()
+    assert _ckpt_files(tmp_path) == [BEST_CHECKPOINT, epoch_checkpoint_name(1)]
+
+
+def test_background_write_sees_the_epoch_it_was_given(tmp_path, monkeypatch):
+    """Tensors and dicts the loop changes in place after save_checkpoint returns (the optimizer's momentum
+    buffers, the weights) must not leak into the file being written."""
+    import threading
+
+    release, started = threading.Event(), threading.Event()
+    _blocking_save(monkeypatch, release, started)
+    ctx = _ctx(tmp_path)
+    weights, momentum = _state(1.0), torch.zeros(3)
+    train_state = {"optimizer": {"state": {0: {"momentum_buffer": momentum}}, "step": 1}}
+    ctx.save_checkpoint(1, weights, SPEC, {"loss": 0.5}, train_state=train_state)
+    assert started.wait(10)
+    weights["w"].add_(100.0)
+    momentum.add_(7.0)
+    train_state["optimizer"]["step"] = 2
+    release.set()
+    ctx.finish_checkpoints()
+    saved = load_checkpoint(tmp_path / epoch_checkpoint_name(1))
+    assert torch.equal(saved["model_state"]["w"], torch.full((2,), 1.0))
+    assert torch.equal(saved["train_state"]["optimizer"]["state"][0]["momentum_buffer"], torch.zeros(3))
+    assert saved["train_state"]["optimizer"]["step"] == 1
+
+
+def test_a_failed_background_write_is_raised(tmp_path, monkeypatch):
+    ctx = _ctx(tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("src.common.atomic.os.replace", full)
+    ctx.save_checkpoint(1, _state(), SPEC, {})
+    with pytest.raises(OSError, match="No space left"):
+        ctx.finish_checkpoints()
+    assert list(tmp_path.iterdir()) == []  # atomic: no partial file, no temp file
+
+
+def test_a_failed_write_is_raised_by_the_next_save(tmp_path, monkeypatch):
+    ctx = _ctx(tmp_path)
+    calls = []
+
+    def fail_once(path, ckpt):
+        calls.append(path.name)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("src.pipelines.context.save_checkpoint", fail_once)
+    ctx.save_checkpoint(1, _state(), SPEC, {})
+    with pytest.raises(OSError, match="Input/output error"):
+        ctx.save_checkpoint(2, _state(), SPEC, {})
+    assert calls == [epoch_checkpoint_name(1)]  # epoch 2 was not queued behind the failure
+
+
+def test_finishing_a_failing_run_warns_about_a_write_error_instead_of_raising(tmp_path, monkeypatch, capsys):
+    ctx = _ctx(tmp_path)
+
+    def fail(path, ckpt):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("src.pipelines.context.save_checkpoint", fail)
+    ctx.save_checkpoint(1, _state(), SPEC, {})
+    ctx.finish_checkpoints(raise_errors=False)
+    assert "a background write failed as well: OSError" in capsys.readouterr().err
 
 
 def test_log_epoch_writes_union_of_columns(tmp_path):

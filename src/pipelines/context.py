@@ -2,8 +2,12 @@
 
 A task never creates files of the run itself except through `save_checkpoint` and `log_epoch`, so every
 task's run directory, checkpoint format and metrics file are the same.
+
+Checkpoint files are serialized and written on a background thread (the training loop only pays for copying
+the weights); the runner calls `finish_checkpoints()` before it hashes or registers anything.
 """
 
+import copy
 import csv
 import io
 from dataclasses import dataclass, field
@@ -11,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from src.common.atomic import atomic_write_text
+from src.common.background_writer import BackgroundWriter
 from src.common.checkpoint import build_checkpoint, save_checkpoint
 
 BEST_CHECKPOINT = "best_model.pth"
@@ -46,12 +51,15 @@ class TrainContext:
     # A training-curves PNG the task's library already drew from the same per-epoch metrics (ultralytics'
     # results.png): the run uses a copy of it instead of drawing the same curves a second time.
     curves_image: Optional[Path] = None
+    _writer: BackgroundWriter = field(default_factory=lambda: BackgroundWriter("street-scene-checkpoint"),
+                                      init=False, repr=False, compare=False)
 
     def save_checkpoint(self, epoch: int, model_state: Any, model_spec: Dict[str, Any],
                         metrics: Dict[str, Any], *, is_best: bool = False, last: bool = False,
                         train_state: Optional[Dict[str, Any]] = None) -> Optional[Path]:
         """Save `checkpoint_epoch_N.pth` when the policy says so (every `save_every` epochs and the last
-        epoch; keep the newest `keep_last`, 0 = all) and `best_model.pth` when `is_best`.
+        epoch; keep the newest `keep_last`, 0 = all) and `best_model.pth` when `is_best`; return the path the
+        checkpoint will have (written in the background: see finish_checkpoints).
 
         `model_state` may be a callable returning the state dict, so nothing is copied on epochs not saved.
         """
@@ -63,15 +71,26 @@ class TrainContext:
         ckpt = build_checkpoint(task=self.task, subtask=self.subtask, model_state=model_state,
                                 model_spec=model_spec, epoch=epoch, metrics=metrics, config=self.config,
                                 config_hash=self.config_hash, metadata=self.metadata, train_state=train_state)
-        path = None
-        if periodic:
-            path = save_checkpoint(self.run_dir / epoch_checkpoint_name(epoch), ckpt)
+        # build_checkpoint copied the weights; the rest (optimizer state tensors are updated in place by the
+        # next step, dicts may change) is copied here too, so the background write sees this epoch only.
+        ckpt.update(copy.deepcopy({k: v for k, v in ckpt.items() if k != "model_state"}))
+        periodic_path = self.run_dir / epoch_checkpoint_name(epoch) if periodic else None
+        best_path = self.run_dir / BEST_CHECKPOINT if is_best else None
+        self._writer.submit(lambda: self._write_checkpoint(ckpt, periodic_path, best_path))
+        return periodic_path or best_path
+
+    def _write_checkpoint(self, ckpt: Dict[str, Any], periodic_path: Optional[Path],
+                          best_path: Optional[Path]) -> None:
+        if periodic_path is not None:
+            save_checkpoint(periodic_path, ckpt)
             self._prune_epoch_checkpoints()
-        if is_best:
-            ckpt.pop("train_state", None)  # best_model.pth is for evaluation and deployment, not resuming
-            best = save_checkpoint(self.run_dir / BEST_CHECKPOINT, ckpt)
-            path = path or best
-        return path
+        if best_path is not None:
+            # best_model.pth is for evaluation and deployment, not resuming
+            save_checkpoint(best_path, {k: v for k, v in ckpt.items() if k != "train_state"})
+
+    def finish_checkpoints(self, raise_errors: bool = True) -> None:
+        """Wait until every checkpoint save_checkpoint accepted is on disk (re-raising a write error)."""
+        self._writer.close(raise_errors=raise_errors)
 
     def should_save(self, epoch: int, is_best: bool = False, last: bool = False) -> bool:
         """Whether save_checkpoint would write anything for this epoch (lets tasks skip costly state copies)."""

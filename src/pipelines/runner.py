@@ -151,7 +151,7 @@ def _train_in_run_dir(request, cm, task_module, subtask, device, policy, data, r
     from src.common.run_log import tee_output
     from src.common.seeding import seed_everything
 
-    live = None
+    live = ctx = None
     try:
         seed_everything(cm.seed)  # before recording metadata, so it lists the settings in force
         metadata = _open_run(run_dir, run_id, request, cm, subtask, device, data, resume) if main else {}
@@ -170,9 +170,12 @@ def _train_in_run_dir(request, cm, task_module, subtask, device, policy, data, r
             ctx.history = history_until(run_dir, resume[0]["epoch"])
         with (tee_output(run_dir / "train.log") if main else contextlib.nullcontext()):
             metrics = task_module.train(ctx)
+            ctx.finish_checkpoints()  # every checkpoint on disk before checks, hashes and the registry
             if main:
                 _finish_artifacts(run_dir, ctx.curves_image)
     except BaseException as exc:
+        if ctx is not None:  # a failed run keeps the checkpoints it had finished writing
+            ctx.finish_checkpoints(raise_errors=False)
         if main:
             _mark_failed(run_dir, exc)
         if live is not None:
