@@ -52,10 +52,8 @@ def save_checkpoint(path: Path, ckpt: Dict[str, Any]) -> Path:
     import torch
 
     _check_weights_only(path, ckpt)
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    data = buf.getvalue()
-    atomic_write_with(path, lambda f: f.write(data), "wb")
+    # streamed into the temp file: no second in-memory copy of the weights (large models)
+    atomic_write_with(path, lambda f: torch.save(ckpt, f), "wb")
     return Path(path)
 
 
