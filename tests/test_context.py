@@ -83,6 +83,21 @@ def test_best_model_has_no_train_state_but_epoch_checkpoint_does(tmp_path):
         assert torch.equal(ckpt["model_state"]["w"], torch.full((2,), 1.0))
 
 
+def test_without_train_state_best_model_is_a_copy_of_the_epoch_checkpoint(tmp_path):
+    ctx = _ctx(tmp_path, keep_last=1)
+    ctx.save_checkpoint(1, _state(1.0), SPEC, {"loss": 0.5}, is_best=True)
+    ctx.save_checkpoint(2, _state(2.0), SPEC, {"loss": 0.7})
+    ctx.finish_checkpoints()
+    assert _ckpt_files(tmp_path) == [BEST_CHECKPOINT, epoch_checkpoint_name(2)]  # epoch 1 pruned, best kept
+    best = load_checkpoint(tmp_path / BEST_CHECKPOINT)
+    assert best["epoch"] == 1 and torch.equal(best["model_state"]["w"], torch.full((2,), 1.0))
+    ctx = _ctx(tmp_path / "again")
+    ctx.save_checkpoint(3, _state(3.0), SPEC, {}, is_best=True)
+    ctx.finish_checkpoints()
+    again = tmp_path / "again"
+    assert (again / BEST_CHECKPOINT).read_bytes() == (again / epoch_checkpoint_name(3)).read_bytes()
+
+
 def test_best_only_epoch_returns_best_path(tmp_path):
     ctx = _ctx(tmp_path, save_every=5)
     assert ctx.save_checkpoint(1, _state(), SPEC, {}, is_best=True) == tmp_path / BEST_CHECKPOINT

@@ -10,11 +10,12 @@ the weights); the runner calls `finish_checkpoints()` before it hashes or regist
 import copy
 import csv
 import io
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from src.common.atomic import atomic_write_text
+from src.common.atomic import atomic_write_text, atomic_write_with
 from src.common.background_writer import BackgroundWriter
 from src.common.checkpoint import build_checkpoint, save_checkpoint
 
@@ -83,10 +84,14 @@ class TrainContext:
                           best_path: Optional[Path]) -> None:
         if periodic_path is not None:
             save_checkpoint(periodic_path, ckpt)
-            self._prune_epoch_checkpoints()
         if best_path is not None:
-            # best_model.pth is for evaluation and deployment, not resuming
-            save_checkpoint(best_path, {k: v for k, v in ckpt.items() if k != "train_state"})
+            if periodic_path is not None and "train_state" not in ckpt:  # same checkpoint: copy, don't re-pickle
+                with open(periodic_path, "rb") as src:
+                    atomic_write_with(best_path, lambda f: shutil.copyfileobj(src, f, 1 << 20), "wb")
+            else:  # best_model.pth is for evaluation and deployment, not resuming
+                save_checkpoint(best_path, {k: v for k, v in ckpt.items() if k != "train_state"})
+        if periodic_path is not None:
+            self._prune_epoch_checkpoints()
 
     def finish_checkpoints(self, raise_errors: bool = True) -> None:
         """Wait until every checkpoint save_checkpoint accepted is on disk (re-raising a write error)."""
