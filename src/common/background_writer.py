@@ -7,30 +7,28 @@ relies on the files (e.g. hashing a checkpoint for the registry); it re-raises t
 """
 
 import sys
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Optional
 
 
 class BackgroundWriter:
+    """Owned by one thread (the training loop's): only the jobs run elsewhere, so no locking is needed."""
+
     def __init__(self, name: str = "street-scene-writer"):
         self._name = name
         self._executor: Optional[ThreadPoolExecutor] = None
         self._pending: Optional[Future] = None
-        self._lock = threading.Lock()
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run `job()` in the background after the previous job finished (raising that one's error, if any)."""
         self.wait()
-        with self._lock:
-            if self._executor is None:  # created lazily: no thread for runs that never save
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
-            self._pending = self._executor.submit(job)
+        if self._executor is None:  # created lazily: no thread for runs that never save
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        self._pending = self._executor.submit(job)
 
     def wait(self) -> None:
         """Block until the submitted job is done; re-raise its exception."""
-        with self._lock:
-            pending, self._pending = self._pending, None
+        pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
 
@@ -39,16 +37,12 @@ class BackgroundWriter:
         a write error is only printed as a warning, so the original error stays the one reported; the file
         is then simply absent (writes are atomic: never half-written)."""
         try:
+            self.wait()
+        except Exception as exc:  # noqa: BLE001 - re-raised unless secondary to a failure being handled
             if raise_errors:
-                self.wait()
-            else:
-                try:
-                    self.wait()
-                except Exception as exc:  # noqa: BLE001 - secondary to the failure being handled
-                    print(f"warning: a background write failed as well: {type(exc).__name__}: {exc}",
-                          file=sys.stderr)
+                raise
+            print(f"warning: a background write failed as well: {type(exc).__name__}: {exc}", file=sys.stderr)
         finally:
-            with self._lock:
-                executor, self._executor = self._executor, None
-            if executor is not None:
+            executor, self._executor = self._executor, None
+            if executor is not None:  # also joins a job still running when wait() was interrupted
                 executor.shutdown(wait=True)
