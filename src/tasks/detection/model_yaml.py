@@ -23,6 +23,7 @@ import importlib.util
 import math
 import os
 import re
+import reprlib
 from pathlib import Path
 
 from src.common.errors import UserError
@@ -106,8 +107,11 @@ def check_model_spec(model_spec, where: str) -> dict:
 
 
 def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A short one-line repr, safe for hostile values (deep nesting, huge strings)."""
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict = 2, 4, 4, 4
+    short.maxstring, short.maxother, short.maxlong = 60, 60, 40
+    return short.repr(value)
 
 
 def _int(value, what: str, low: int, high: int) -> int:
