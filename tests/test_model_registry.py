@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from helpers import REPO_ROOT, subprocess_env
 from src.common.config_manager import compute_config_hash
 from src.common.errors import RegistryCorruptError, UserError
-from src.common.model_registry import KNOWN_TASKS, ModelRegistry, build_entry
+from src.common.model_registry import ModelRegistry, build_entry
 from src.common.registry_store import RegistryLockedError
 from src.common.yaml_io import dump_yaml
 
@@ -142,17 +142,68 @@ def test_returned_entries_are_copies(registry):
     assert registry.get_entry("a")["task"] == TASK
 
 
-def test_values_are_stored_as_standard_json(registry, reg_path):
-    class Scalar:  # like numpy.float32 / a 0-d torch tensor
-        def item(self):
-            return 0.25
+class Scalar:  # like numpy.float32 / a 0-d torch tensor
+    def __init__(self, value):
+        self.value = value
 
-    registry.register(make_entry("a", metrics={"nan": float("nan"), "inf": math.inf, "s": Scalar()},
-                                 run_dir=Path("/runs/a"), dataset={"train": ("x", 1)}))
+    def item(self):
+        return self.value
+
+
+def test_values_are_stored_as_standard_json(registry, reg_path):
+    registry.register(make_entry("a", metrics={"s": Scalar(0.25), "none": None},
+                                 metadata={"nan": float("nan"), "inf": math.inf}, run_dir=Path("/runs/a"),
+                                 dataset={"train": ("x", 1)}))
     stored = json.loads(reg_path.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
-    assert stored[0]["metrics"] == {"nan": None, "inf": None, "s": 0.25}
+    assert stored[0]["metrics"] == {"s": 0.25, "none": None}
+    assert stored[0]["metadata"]["nan"] is None and stored[0]["metadata"]["inf"] is None  # metadata: null
     assert stored[0]["run_dir"] == "/runs/a"
     assert stored[0]["dataset"] == {"train": ["x", 1]}
+
+
+@pytest.mark.parametrize("metrics, name", [
+    ({"best_val_metric": float("nan")}, "metrics.best_val_metric"),
+    ({"loss": -math.inf}, "metrics.loss"),
+    ({"val/mAP50": Scalar(float("nan"))}, "metrics.val/mAP50"),
+    ({"per_class": {"car": 0.5, "bus": math.inf}}, "metrics.per_class.bus"),
+    ({"curve": [0.1, float("nan")]}, r"metrics.curve\[1\]"),
+])
+def test_non_finite_metrics_are_refused_naming_the_metric(registry, reg_path, metrics, name):
+    with pytest.raises(ValueError, match=f"field {name} is (nan|inf|-inf); metric values must be finite"):
+        registry.register(make_entry("a", metrics=metrics))
+    assert not reg_path.exists()
+
+
+def test_find_best_never_returns_a_nan_model(registry, reg_path):
+    registry.register_many([make_entry("good", metrics={"m": 0.1}), make_entry("other", metrics={"m": 0.05})])
+    with pytest.raises(ValueError, match="metrics.m"):
+        registry.register(make_entry("diverged", metrics={"m": float("nan")}))
+    assert registry.find_best_entry_by_metric(TASK, "m", "max")["run_id"] == "good"
+    assert registry.find_best_entry_by_metric(TASK, "m", "min")["run_id"] == "other"
+    # A NaN written into the file by hand is a corrupt registry, never a candidate.
+    text = reg_path.read_text().replace('"m": 0.1', '"m": NaN')
+    reg_path.write_text(text)
+    with pytest.raises(RegistryCorruptError, match="NaN"):
+        registry.find_best_entry_by_metric(TASK, "m", "min")
+
+
+@pytest.mark.parametrize("entry, message", [
+    (make_entry("a", checkpoint_sha256=12345), "checkpoint_sha256 must be a string or None"),
+    (make_entry("a", run_dir=5), "run_dir must be a string or None"),
+    (make_entry("a", metadata={"deep": json.loads("[" * 40 + "]" * 40)}), "nested more than"),
+    (make_entry("a", metadata={"text": "\ud800"}), "unpaired surrogate"),
+])
+def test_entries_the_file_could_not_hold_are_refused(registry, reg_path, entry, message):
+    with pytest.raises(ValueError, match=message):
+        registry.register(entry)
+    assert not reg_path.exists()
+
+
+def test_a_self_referencing_entry_is_refused_not_a_recursion_error(registry):
+    metadata = {}
+    metadata["self"] = metadata
+    with pytest.raises(ValueError, match="nested more than"):
+        registry.register(make_entry("a", metadata=metadata))
 
 
 # ---- queries --------------------------------------------------------------------------------------------
@@ -161,6 +212,7 @@ def test_find_entries_by_task_and_config_hash(registry):
                             make_entry("c", config_hash="12345678")])
     assert [e["run_id"] for e in registry.find_entries_by_task(TASK)] == ["a", "c"]
     assert [e["run_id"] for e in registry.find_entries_by_task("road_scene_segmentation")] == []
+    assert registry.find_entries_by_task("cars") == []  # any subtask name may be asked for
     assert [e["run_id"] for e in registry.find_entries_by_config_hash("abc123de")] == ["a", "b"]
     assert registry.find_entries_by_config_hash("00000000") == []
 
@@ -193,7 +245,9 @@ def test_find_best_ties_do_not_depend_on_registration_order(tmp_path):
         assert registry.find_best_entry_by_metric(TASK, "best_val_metric")["run_id"] == "a"  # then run_id
 
 
-metric_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(width=16), st.just("0.5"))
+# Finite floats only: register() refuses NaN/inf metrics (test_non_finite_metrics_are_refused_naming_the_metric).
+metric_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3),
+                          st.floats(width=16, allow_nan=False, allow_infinity=False), st.just("0.5"))
 
 
 @settings(max_examples=40, deadline=None)
@@ -218,6 +272,7 @@ def test_export_to_csv_flattens_metrics_and_metadata(registry, tmp_path):
     registry.register_many([make_entry("a", metrics={"val/mAP50": 0.5}, dataset={"train": "sha256:1"}),
                             make_entry("b", metrics={"best_val_metric": 0.7, "val/mAP50": 0.6})])
     out = tmp_path / "export" / "model_registry.csv"
+    out.parent.mkdir()
     assert registry.export_to_csv(out) == 2
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -234,6 +289,16 @@ def test_export_of_an_empty_registry_writes_a_header(registry, tmp_path):
     assert (tmp_path / "empty.csv").read_text().startswith("run_id,task,config_hash,checkpoint_path")
 
 
+def test_export_never_creates_folders_or_writes_over_one(registry, tmp_path):
+    registry.register(make_entry("a"))
+    with pytest.raises(UserError, match=r"the folder .*missing/deeper does not exist; create it first"):
+        registry.export_to_csv(tmp_path / "missing" / "deeper" / "x.csv")
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(UserError, match="it is a folder; give a file name"):
+        registry.export_to_csv(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry"]
+
+
 def test_remove_entry(registry):
     registry.register_many([make_entry("a"), make_entry("b"), make_entry("c")])
     assert registry.remove_entry("b") is True
@@ -244,7 +309,9 @@ def test_remove_entry(registry):
 @pytest.mark.parametrize("call, message", [
     (lambda r: r.register(make_entry(5)), "run_id must be a non-empty string"),
     (lambda r: r.register(make_entry("")), "run_id must be a non-empty string"),
-    (lambda r: r.register(make_entry("a", task="car_detection")), "unknown task type 'car_detection'"),
+    (lambda r: r.register(make_entry("a", task="")), "invalid task name ''"),
+    (lambda r: r.register(make_entry("a", task="cars/../x")), "invalid task name"),
+    (lambda r: r.register(make_entry("a", task=None)), "invalid task name None"),
     (lambda r: r.register(make_entry("a", metrics=[0.5])), "metrics must be a dict"),
     (lambda r: r.register(make_entry("a", timestamp="15/01/2024")), "not ISO 8601"),
     (lambda r: r.register(make_entry("a", config_hash=None)), "config_hash must be a non-empty string"),
@@ -252,10 +319,10 @@ def test_remove_entry(registry):
     (lambda r: r.register(["a"]), "must be a dict"),
     (lambda r: r.get_entry(5), "run_id must be a non-empty string"),
     (lambda r: r.remove_entry(None), "run_id must be a non-empty string"),
-    (lambda r: r.find_entries_by_task("cars"), "unknown task type 'cars'"),
+    (lambda r: r.find_entries_by_task(" "), "invalid task name"),
     (lambda r: r.find_entries_by_config_hash(123), "config_hash must be a string"),
     (lambda r: r.find_best_entry_by_metric(TASK, "m", mode="best"), "mode must be 'max' or 'min'"),
-    (lambda r: r.find_best_entry_by_metric("cars", "m"), "unknown task type"),
+    (lambda r: r.find_best_entry_by_metric("vehicle\ndetection", "m"), "invalid task name"),
     (lambda r: r.find_best_entry_by_metric(TASK, 3), "metric_name must be a non-empty string"),
 ])
 def test_invalid_arguments_raise_value_error(registry, reg_path, call, message):
@@ -264,9 +331,20 @@ def test_invalid_arguments_raise_value_error(registry, reg_path, call, message):
     assert not reg_path.exists()
 
 
-def test_known_tasks():
-    assert KNOWN_TASKS == ("vehicle_detection", "pedestrian_detection", "traffic_sign_detection",
-                           "road_scene_segmentation")
+@pytest.mark.parametrize("task", ["vehicle_detection", "car_detection", "my-task.v2", "Road_Scene_2", "x"])
+def test_any_subtask_name_is_a_task(registry, task):
+    """The registry keeps no list of subtasks: a new one in a config registers without code changes."""
+    registry.register(make_entry("a", task=task))
+    assert [e["run_id"] for e in registry.find_entries_by_task(task)] == ["a"]
+    assert registry.find_best_entry_by_metric(task, "best_val_metric")["run_id"] == "a"
+
+
+@pytest.mark.parametrize("task", ["", " ", "a b", "a/b", "a\\b", "vehicle_detection\n", "\tx", "é", 5, None])
+def test_malformed_task_names_are_refused(registry, task):
+    with pytest.raises(ValueError, match="invalid task name"):
+        registry.register(make_entry("a", task=task))
+    with pytest.raises(ValueError, match="invalid task name"):
+        registry.find_entries_by_task(task)
 
 
 # ---- backup, corruption, locking ----------------------------------------------------------------------------
@@ -512,3 +590,67 @@ def test_writer_killed_mid_write_leaves_the_previous_valid_file(registry, reg_pa
     survivor.register(make_entry("c"))
     assert not partial[0].exists()  # the next writer cleans up after the dead one
     assert [e["run_id"] for e in ModelRegistry(reg_path).list_entries()] == ["a", "b", "c"]
+
+
+# ---- hardening: what the .bak is called, where checkpoints may point ------------------------------------------
+def test_corrupt_error_names_the_bak_only_when_it_is_a_valid_registry(registry, reg_path):
+    registry.register(make_entry("a"))
+    registry.register(make_entry("b"))
+    bak = reg_path.with_name("model_registry.json.bak")
+    reg_path.write_text("[")
+    with pytest.raises(RegistryCorruptError, match=r"the last good version is .*model_registry\.json\.bak"):
+        registry.list_entries()
+    for bad_bak in (b"[{", b"[NaN]", b"", b"\xff"):
+        bak.write_bytes(bad_bak)
+        with pytest.raises(RegistryCorruptError) as info:
+            ModelRegistry(reg_path).list_entries()
+        assert "last good version" not in str(info.value) and ".bak" not in str(info.value)
+    bak.unlink()
+    with pytest.raises(RegistryCorruptError) as info:
+        ModelRegistry(reg_path).list_entries()
+    assert "last good version" not in str(info.value)
+
+
+@pytest.mark.parametrize("checkpoint", ["../../etc/passwd", "/etc/passwd", "../20240101_000000_other/best_model.pth",
+                                        "sub/best_model.pth", "..", ".", "a\\b.pth", 5, ["best_model.pth"]])
+def test_rebuild_skips_a_run_whose_checkpoint_points_outside_it(tmp_path, registry, checkpoint):
+    outputs = tmp_path / "outputs"
+    make_run_dir(outputs, "20240101_000000_good")
+    evil = make_run_dir(outputs, "20240102_000000_evil")
+    meta = (evil / "metadata.yaml").read_text().replace("checkpoint: best_model.pth",
+                                                       f"checkpoint: {json.dumps(checkpoint)}")
+    (evil / "metadata.yaml").write_text(meta)
+    with pytest.raises(UserError, match="is not a file name inside the run directory"):
+        build_entry(evil)
+    report = registry.rebuild(outputs)
+    assert [e["run_id"] for e in registry.list_entries()] == ["20240101_000000_good"]
+    [(skipped, why)] = report.skipped
+    assert skipped == evil and "result.checkpoint" in why
+
+
+def test_rebuild_skips_a_checkpoint_symlink_that_leaves_the_run_dir(tmp_path, registry):
+    outputs = tmp_path / "outputs"
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"not yours")
+    evil = make_run_dir(outputs, "20240102_000000_evil")
+    (evil / "best_model.pth").unlink()
+    (evil / "best_model.pth").symlink_to(secret)
+    inside = make_run_dir(outputs, "20240103_000000_linked")
+    (inside / "weights.pth").write_bytes((inside / "best_model.pth").read_bytes())
+    (inside / "best_model.pth").unlink()
+    (inside / "best_model.pth").symlink_to("weights.pth")  # a link that stays inside the run dir is fine
+    report = registry.rebuild(outputs)
+    assert [e["run_id"] for e in registry.list_entries()] == ["20240103_000000_linked"]
+    [(skipped, why)] = report.skipped
+    assert skipped == evil and "leads outside the run directory" in why and str(secret) in why
+
+
+def test_rebuild_skips_runs_with_non_finite_metrics_naming_the_metric(tmp_path, registry):
+    outputs = tmp_path / "outputs"
+    run = make_run_dir(outputs, "20240101_000000_diverged")
+    meta = (run / "metadata.yaml").read_text().replace("best_val_metric: 0.5", "best_val_metric: .nan")
+    (run / "metadata.yaml").write_text(meta)
+    report = registry.rebuild(outputs)
+    assert registry.list_entries() == []
+    [(_, why)] = report.skipped
+    assert "metrics.best_val_metric is nan" in why

@@ -96,10 +96,57 @@ def test_list_of_an_empty_registry(isolated_env, capsys):
     assert "no entries" in capsys.readouterr().out
 
 
-def test_unknown_task_is_rejected_by_the_parser(trained, capsys):
-    with pytest.raises(SystemExit) as info:
-        cli("list", "--task", "cars")
-    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+def test_any_task_name_is_accepted(trained, capsys):
+    """Tasks are subtask names from configs; the CLI keeps no list of them."""
+    assert cli("list", "--task", "cars") == 0
+    out = capsys.readouterr().out
+    assert "no entries in" in out and "for task cars" in out
+    assert cli("best", "--task", "new_subtask.v2", "--metric", "best_val_metric") == 1
+    assert "no new_subtask.v2 entry" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["list", "best"])
+@pytest.mark.parametrize("task", ["", "a/b", "vehicle_detection\n", "two words"])
+def test_malformed_task_name_is_one_user_error(trained, command, task):
+    extra = ["--metric", "best_val_metric"] if command == "best" else []
+    with pytest.raises(UserError, match=f"registry {command}: invalid task name"):
+        cli(command, "--task", task, *extra)
+
+
+def test_remove_of_an_empty_run_id_is_a_user_error(trained):
+    with pytest.raises(UserError, match="registry remove: run_id must be a non-empty string"):
+        cli("remove", "")
+    assert len(trained) == 3
+
+
+def test_export_refuses_a_folder_and_a_missing_folder(trained, tmp_path):
+    with pytest.raises(UserError, match="it is a folder"):
+        cli("export", "--csv", tmp_path)
+    with pytest.raises(UserError, match=r"the folder \S*nonexistent_dir does not exist"):
+        cli("export", "--csv", tmp_path / "nonexistent_dir" / "x.csv")
+    assert not (tmp_path / "nonexistent_dir").exists()
+
+
+def test_verify_reports_a_non_string_sha256_instead_of_crashing(trained, capsys):
+    text = trained.path.read_text()
+    sha = trained.get_entry("20240101_000000_a")["checkpoint_sha256"]
+    trained.path.write_text(text.replace(f'"{sha}"', "12345"))
+    assert cli("verify") == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("20240101_000000_a"))
+    assert "invalid checkpoint_sha256 12345" in row and row.endswith("PROBLEM")
+    assert "2 of 3 entries ok, 1 with problems" in out
+
+
+def test_remove_after_a_nan_literal_is_a_corrupt_registry_not_a_crash(trained, isolated_env, capsys):
+    trained.path.write_text(trained.path.read_text().replace('"loss": 0.6', '"loss": NaN', 1))
+    before = trained.path.read_bytes()
+    with pytest.raises(RegistryCorruptError, match="non-standard JSON constant NaN"):
+        cli("remove", "20240101_000000_a")
+    assert trained.path.read_bytes() == before
+    assert cli("rebuild") == 0
+    assert "moved the corrupt registry aside" in capsys.readouterr().out
+    assert cli("remove", "20240101_000000_a") == 0
 
 
 def test_best(trained, capsys):

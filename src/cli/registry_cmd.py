@@ -4,8 +4,6 @@ import argparse
 import json
 import sys
 
-from src.common.model_registry import KNOWN_TASKS  # stdlib-only module: `--help` stays instant
-
 HELP = "List, query, export, verify or rebuild the model registry"
 
 
@@ -16,14 +14,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="registry_command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("list", parents=[common], help="show registered models as a table")
-    p.add_argument("--task", choices=KNOWN_TASKS, help="only this task")
+    p.add_argument("--task", metavar="TASK", help="only this task (subtask name, e.g. vehicle_detection)")
     p.add_argument("--sort", metavar="METRIC", help="order by this metric, best first (entries without it last)")
     p.add_argument("--mode", choices=("max", "min"), default="max", help="for --sort: is higher better (max)?")
     p.add_argument("--json", action="store_true", help="print the entries as JSON instead of a table")
     p.set_defaults(registry_handler=_list)
 
     p = sub.add_parser("best", parents=[common], help="the best model of a task by one metric")
-    p.add_argument("--task", required=True, choices=KNOWN_TASKS)
+    p.add_argument("--task", required=True, metavar="TASK", help="subtask name, e.g. vehicle_detection")
     p.add_argument("--metric", required=True, metavar="METRIC", help="metric name, e.g. best_val_metric")
     p.add_argument("--mode", choices=("max", "min"), default="max", help="is higher better (max) or lower (min)?")
     p.add_argument("--json", action="store_true", help="print the whole entry as JSON")
@@ -52,6 +50,16 @@ def run(args: argparse.Namespace) -> int:
     return args.registry_handler(args)
 
 
+def _checked(command: str, call, *args, **kwargs):
+    """The registry API answers bad arguments (an empty run id, a task name with a '/') with ValueError."""
+    from src.common.errors import UserError
+
+    try:
+        return call(*args, **kwargs)
+    except ValueError as exc:
+        raise UserError(f"registry {command}: {exc}") from None
+
+
 def _registry(args):
     from src.common.model_registry import ModelRegistry
 
@@ -60,7 +68,10 @@ def _registry(args):
 
 def _list(args) -> int:
     registry = _registry(args)
-    entries = registry.find_entries_by_task(args.task) if args.task else registry.list_entries()
+    if args.task is not None:
+        entries = _checked("list", registry.find_entries_by_task, args.task)
+    else:
+        entries = registry.list_entries()
     if args.sort:
         entries = _sorted_by_metric(entries, args.sort, args.mode)
     if args.json:
@@ -80,13 +91,9 @@ def _list(args) -> int:
 
 
 def _best(args) -> int:
-    from src.common.errors import UserError
-
     registry = _registry(args)
-    try:
-        entry = registry.find_best_entry_by_metric(task=args.task, metric_name=args.metric, mode=args.mode)
-    except ValueError as exc:  # e.g. an empty --metric; argparse already checked --task and --mode
-        raise UserError(f"registry best: {exc}") from None
+    entry = _checked("best", registry.find_best_entry_by_metric, task=args.task, metric_name=args.metric,
+                     mode=args.mode)
     if entry is None:
         print(f"no {args.task} entry in {registry.path} has a numeric metric {args.metric!r}", file=sys.stderr)
         return 1
@@ -109,7 +116,7 @@ def _remove(args) -> int:
     from src.common.errors import UserError
 
     registry = _registry(args)
-    if not registry.remove_entry(args.run_id):
+    if not _checked("remove", registry.remove_entry, args.run_id):
         raise UserError(f"run {args.run_id!r} is not in registry {registry.path}; "
                         "see `street-scene registry list` for the run ids")
     print(f"removed {args.run_id} from {registry.path} (its run directory was not touched)")

@@ -12,18 +12,21 @@ import io
 import json
 import math
 import os
+import re
 from datetime import date, datetime
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Union
 
 from src.common.atomic import atomic_write_text
-from src.common.errors import RegistryCorruptError
+from src.common.errors import RegistryCorruptError, UserError
 from src.common.registry_rundirs import RebuildReport, VerifyResult, build_entry, collect_entries, verify_entry
-from src.common.registry_store import RegistryStore
+from src.common.registry_store import MAX_DEPTH, OPTIONAL_STRING_FIELDS, RegistryStore, value_problem
 
 REGISTRY_ENV = "STREET_SCENE_REGISTRY"
 DEFAULT_REGISTRY = Path("registry") / "model_registry.json"
-KNOWN_TASKS = ("vehicle_detection", "pedestrian_detection", "traffic_sign_detection", "road_scene_segmentation")
+# A task is the subtask name a run was trained for (its config's `<task>.tasks` key). The registry does not keep
+# a list of them: a new subtask in a config must be registrable without touching this file.
+_TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 MODES = ("max", "min")
 _NUMBERS = (int, float)  # exact types: a bool is not a metric value
 REQUIRED_METADATA = ("pytorch_version", "ultralytics_version", "git_commit")
@@ -32,7 +35,7 @@ ENTRY_FIELDS = ("run_id", "task", "config_hash", "checkpoint_path", "metrics", "
                 "run_dir", "checkpoint_sha256", "config_path", "dataset", "status")
 _PATH_FIELDS = ("checkpoint_path", "run_dir", "config_path")
 
-__all__ = ["ModelRegistry", "build_entry", "default_registry_path", "KNOWN_TASKS", "RebuildReport", "VerifyResult"]
+__all__ = ["ModelRegistry", "build_entry", "default_registry_path", "RebuildReport", "VerifyResult"]
 
 
 def default_registry_path() -> Path:
@@ -111,7 +114,7 @@ class ModelRegistry:
             if e["task"] != task:
                 continue
             value = e["metrics"].get(metric_name)
-            if type(value) not in _NUMBERS or value != value:  # bools, strings, None and NaN are skipped
+            if type(value) not in _NUMBERS or not math.isfinite(value):  # bools, strings, None, NaN, inf skipped
                 continue
             value *= sign
             if best_value is None or value > best_value:
@@ -123,7 +126,11 @@ class ModelRegistry:
         return copy_json(min(tied, key=lambda e: (e["timestamp"], e["run_id"])))
 
     def export_to_csv(self, path: Union[str, os.PathLike]) -> int:
-        """Write one row per entry, metrics/metadata/dataset flattened into `metrics.<name>`... columns."""
+        """Write one row per entry, metrics/metadata/dataset flattened into `metrics.<name>`... columns.
+
+        The CSV's folder must exist: a mistyped path is refused instead of creating folders.
+        """
+        path = _check_export_path(Path(path))
         rows = [_flatten(e) for e in self._store.load()]
         columns = [c for c in ENTRY_FIELDS if c not in ("metrics", "metadata", "dataset")]
         group = {"metrics": 0, "metadata": 1, "dataset": 2}
@@ -176,7 +183,12 @@ def normalize_entry(entry: dict) -> dict:
         if not isinstance(entry.get(field, {}), dict):
             raise ValueError(f"registry entry {entry['run_id']!r}: {field} must be a dict, "
                              f"got {type(entry[field]).__name__}")
-    stored = {k: to_json_value(v, k) for k, v in entry.items()}
+    for field in (*OPTIONAL_STRING_FIELDS, "checkpoint_sha256"):
+        if entry.get(field) is not None and not isinstance(entry[field], (str, os.PathLike)):
+            raise ValueError(f"registry entry {entry['run_id']!r}: {field} must be a string or None, "
+                             f"got {type(entry[field]).__name__} {entry[field]!r}")
+    # A NaN metric would silently rank as "no value"; refuse it so the caller sees the diverged run.
+    stored = {k: to_json_value(v, k, finite=k == "metrics") for k, v in entry.items()}
     stored["timestamp"] = _check_timestamp(stored.get("timestamp"), entry["run_id"])
     stored.setdefault("metrics", {})
     stored["metadata"] = {**{k: None for k in REQUIRED_METADATA}, **(stored.get("metadata") or {})}
@@ -185,6 +197,9 @@ def normalize_entry(entry: dict) -> dict:
             stored[field] = os.path.abspath(stored[field])
     ordered = {k: stored[k] for k in ENTRY_FIELDS if k in stored}
     ordered.update((k, v) for k, v in stored.items() if k not in ordered)
+    problem = value_problem(ordered)  # what the file parser would refuse later must not be written now
+    if problem:
+        raise ValueError(f"registry entry {entry['run_id']!r}: {problem}")
     return ordered
 
 
@@ -195,9 +210,20 @@ def _check_run_id(run_id: object) -> str:
 
 
 def _check_task(task: object) -> str:
-    if task not in KNOWN_TASKS:
-        raise ValueError(f"unknown task type {task!r}; expected one of: {', '.join(KNOWN_TASKS)}")
+    if not isinstance(task, str) or not _TASK_NAME.fullmatch(task):
+        raise ValueError(f"invalid task name {task!r}: a task is a subtask name such as 'vehicle_detection' "
+                         "(letters, digits, '_', '-' or '.'; no spaces or path separators)")
     return task
+
+
+def _check_export_path(path: Path) -> Path:
+    if path.is_dir():
+        raise UserError(f"cannot export the registry to {path}: it is a folder; give a file name, "
+                        f"e.g. {path / 'model_registry.csv'}")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot export the registry to {path}: the folder {path.parent} does not exist; "
+                        "create it first or choose another path")
+    return path
 
 
 def _check_timestamp(value: object, run_id: str) -> str:
@@ -230,21 +256,32 @@ def _flatten_into(row: dict, prefix: str, value: object) -> None:
         row[prefix] = "" if value is None else value
 
 
-def to_json_value(value: object, where: str) -> object:
-    """A JSON-safe copy of `value`: Paths and datetimes become strings, numpy/torch scalars numbers, NaN null."""
+def to_json_value(value: object, where: str, *, finite: bool = False, depth: int = 0) -> object:
+    """A JSON-safe copy of `value`: Paths and datetimes become strings, numpy/torch scalars numbers.
+
+    A non-finite float becomes null (the file stays standard JSON for jq and browsers), or is a ValueError
+    naming it when `finite` (metrics: a NaN there means the run diverged, not "no value").
+    """
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None  # keeps the file standard JSON (jq, browsers)
+        if math.isfinite(value):
+            return value
+        if finite:
+            raise ValueError(f"registry entry field {where} is {value!r}; metric values must be finite numbers "
+                             "(record a missing value as None)")
+        return None
+    if depth >= MAX_DEPTH:
+        raise ValueError(f"registry entry field {where} is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"registry entry field {where} has a non-string key {key!r}")
-            out[key] = to_json_value(item, f"{where}.{key}")
+            out[key] = to_json_value(item, f"{where}.{key}", finite=finite, depth=depth + 1)
         return out
     if isinstance(value, (list, tuple)):
-        return [to_json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [to_json_value(v, f"{where}[{i}]", finite=finite, depth=depth + 1) for i, v in enumerate(value)]
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, (datetime, date)):
@@ -252,9 +289,11 @@ def to_json_value(value: object, where: str) -> object:
     item: Optional[Callable] = getattr(value, "item", None)  # numpy / torch scalars
     if callable(item):
         try:
-            return to_json_value(item(), where)
+            scalar = item()
         except (TypeError, ValueError):
-            pass
+            scalar = value  # not a scalar after all (e.g. a numpy array of several values)
+        if scalar is not value:
+            return to_json_value(scalar, where, finite=finite, depth=depth + 1)
     raise ValueError(f"registry entry field {where} has a value of type {type(value).__name__} "
                      "that JSON cannot store; pass numbers, strings, lists or dicts")
 

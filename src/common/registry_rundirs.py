@@ -5,6 +5,7 @@ registry a derived index: nothing in it is lost for good while the run directori
 """
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from src.common.errors import UserError
 METADATA_FILE = "metadata.yaml"
 CONFIG_FILE = "config.yaml"
 DEFAULT_CHECKPOINT = "best_model.pth"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # metadata.yaml keys copied into the entry's `metadata` (what a user needs to judge and rerun a model).
 ENTRY_METADATA_KEYS = ("pytorch_version", "torchvision_version", "ultralytics_version", "numpy_version",
                        "python_version", "git_commit", "git_branch", "git_dirty", "device", "hostname", "seed")
@@ -73,7 +75,7 @@ def build_entry(run_dir) -> dict:
     result = meta.get("result")
     if not isinstance(result, dict):
         raise UserError(f"{meta_path} has no `result` section; the run did not finish writing its metadata")
-    checkpoint = run_dir / str(result.get("checkpoint") or DEFAULT_CHECKPOINT)
+    checkpoint = _confined_checkpoint(run_dir, result.get("checkpoint") or DEFAULT_CHECKPOINT, meta_path)
     config_path = run_dir / CONFIG_FILE
     sha = result.get("checkpoint_sha256") or (sha256_file(checkpoint) if checkpoint.is_file() else None)
     return {
@@ -92,6 +94,27 @@ def build_entry(run_dir) -> dict:
     }
 
 
+def _confined_checkpoint(run_dir: Path, name: object, meta_path: Path) -> Path:
+    """`run_dir / name` for a plain file name whose real path stays inside the run dir.
+
+    metadata.yaml is data, not a pointer anyone may aim: a registry entry must never send `verify`, a
+    download or a deployment to `../../etc/passwd` or another run's weights.
+    """
+    plain = isinstance(name, str) and name not in (".", "..") and Path(name).name == name
+    if not plain or "\\" in name or "\0" in name:  # backslash: a Windows-style path; NUL: no file has it
+        raise UserError(f"{meta_path}: result.checkpoint {name!r} is not a file name inside the run directory; "
+                        f"the run directory is damaged (expected e.g. {DEFAULT_CHECKPOINT!r})")
+    checkpoint = run_dir / name
+    try:
+        target = checkpoint.resolve()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        raise UserError(f"{meta_path}: checkpoint {checkpoint} cannot be resolved ({exc})") from None
+    if not target.is_relative_to(run_dir):  # a symlink pointing out of the run dir
+        raise UserError(f"{meta_path}: checkpoint {checkpoint} leads outside the run directory (to {target}); "
+                        "replace the link with the file itself")
+    return checkpoint
+
+
 def collect_entries(outputs_dir, normalize: Callable[[dict], dict]) -> RebuildReport:
     """Entries for every completed run dir directly under `outputs_dir`; the rest are reported as skipped."""
     from src.common.run_dir import output_root
@@ -108,6 +131,12 @@ def collect_entries(outputs_dir, normalize: Callable[[dict], dict]) -> RebuildRe
         except (UserError, ValueError) as exc:
             report.skipped.append((run_dir, str(exc)))
             continue
+        except RecursionError:  # a hand-made metadata.yaml or config.yaml nested thousands of levels deep
+            report.skipped.append((run_dir, f"{METADATA_FILE} or {CONFIG_FILE} is nested too deeply to read"))
+            continue
+        except OSError as exc:  # one unreadable run dir must not stop the others from being recovered
+            report.skipped.append((run_dir, f"cannot read {exc.filename or run_dir}: {exc.strerror}"))
+            continue
         if entry["run_id"] in seen:
             report.skipped.append((run_dir, f"run_id {entry['run_id']!r} already taken by {seen[entry['run_id']]}"))
             continue
@@ -117,15 +146,10 @@ def collect_entries(outputs_dir, normalize: Callable[[dict], dict]) -> RebuildRe
 
 
 def verify_entry(entry: dict) -> VerifyResult:
+    """Check one stored entry; every problem (even a hand-edited value of the wrong type) is reported, not raised."""
     checkpoint = Path(entry["checkpoint_path"])
     if checkpoint.is_file():
-        checkpoint_state = "ok"
-        recorded = entry.get("checkpoint_sha256")
-        if not recorded:
-            sha_state = "no checkpoint_sha256 recorded"
-        else:
-            actual = sha256_file(checkpoint)
-            sha_state = "ok" if actual == recorded else f"mismatch (file {actual[:12]}, registry {recorded[:12]})"
+        checkpoint_state, sha_state = "ok", _sha_state(checkpoint, entry.get("checkpoint_sha256"))
     else:
         checkpoint_state, sha_state = f"missing: {checkpoint}", "not checked"
     config_path = Path(entry.get("config_path") or checkpoint.parent / CONFIG_FILE)
@@ -136,6 +160,19 @@ def verify_entry(entry: dict) -> VerifyResult:
     except UserError as exc:
         config_state = str(exc)
     return VerifyResult(entry["run_id"], checkpoint_state, sha_state, config_state)
+
+
+def _sha_state(checkpoint: Path, recorded: object) -> str:
+    if recorded is None or recorded == "":
+        return "no checkpoint_sha256 recorded"
+    if not isinstance(recorded, str) or not _SHA256_HEX.fullmatch(recorded):
+        shown = repr(recorded) if len(repr(recorded)) <= 40 else repr(recorded)[:37] + "..."
+        return f"invalid checkpoint_sha256 {shown} in the registry (expected 64 hex digits)"
+    try:
+        actual = sha256_file(checkpoint)
+    except OSError as exc:
+        return f"unreadable checkpoint ({exc.strerror})"
+    return "ok" if actual == recorded else f"mismatch (file {actual[:12]}, registry {recorded[:12]})"
 
 
 def config_file_hash(config_path: Path) -> str:

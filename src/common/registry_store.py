@@ -10,6 +10,7 @@ writer can re-emit unchanged entries without serializing them again, and `git di
 """
 
 import json
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -23,7 +24,11 @@ from src.common.errors import RegistryCorruptError, UserError
 REQUIRED_FIELDS = ("run_id", "task", "config_hash", "checkpoint_path", "metrics", "timestamp", "metadata")
 _FIELD_TYPES = {"run_id": str, "task": str, "config_hash": str, "checkpoint_path": str, "metrics": dict,
                 "timestamp": str, "metadata": dict}
+OPTIONAL_STRING_FIELDS = ("run_dir", "config_path", "status")
+MAX_DEPTH = 32  # nesting levels below an entry; real entries use 3
 REBUILD_HINT = "street-scene registry rebuild"
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+               type(None): "null"}
 
 
 class RegistryLockedError(UserError):
@@ -213,25 +218,59 @@ class RegistryStore:
         return target
 
 
+class _Invalid(Exception):
+    """Why registry bytes are not a valid registry (becomes a RegistryCorruptError naming the file)."""
+
+
 def corrupt_error(path: Path, reason: str) -> RegistryCorruptError:
     backup = path.with_name(path.name + ".bak")
-    also = f" (the last good version is {backup})" if backup.exists() else ""
+    also = f" (the last good version is {backup})" if _is_valid_registry_file(backup) else ""
+    reason = " ".join(reason.split())  # one line, whatever the decoder said
     return RegistryCorruptError(
         f"registry {path} is corrupt: {reason}; it was left untouched. Run `{REBUILD_HINT}` to move it aside "
         f"and rebuild it from the run directories{also}"
     )
 
 
+def _is_valid_registry_file(path: Path) -> bool:
+    # Only a .bak that itself parses may be offered as "the last good version".
+    try:
+        with open(path, "rb") as f:
+            decode_registry(f.read())
+    except (OSError, _Invalid):
+        return False
+    return True
+
+
 def parse_registry(raw: bytes, path: Path) -> List[dict]:
     """Decode and validate a registry file; any problem is a RegistryCorruptError naming the file."""
     try:
-        data = json.loads(raw.decode("utf-8"))
+        return decode_registry(raw)
+    except _Invalid as exc:
+        raise corrupt_error(path, str(exc)) from None
+
+
+def _reject_constant(name: str):
+    # Python's json accepts NaN/Infinity; we never write them (allow_nan=False), so finding one means the file
+    # was edited or damaged, and re-writing it would fail half-way through a user's command.
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def decode_registry(raw: bytes) -> List[dict]:
+    """The entries of registry bytes; raises _Invalid (never anything else) when they are not a valid registry."""
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
-        raise corrupt_error(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise _Invalid(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise corrupt_error(path, f"invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise _Invalid(f"invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise _Invalid("invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # NaN/Infinity (_reject_constant), an integer too long to convert
+        reason = "a number with too many digits" if "integer string conversion" in str(exc) else str(exc)
+        raise _Invalid(f"invalid JSON ({_short(reason, 120)})") from None
     if not isinstance(data, list):
-        raise corrupt_error(path, f"expected a JSON array of entries, found a JSON {type(data).__name__}")
+        raise _Invalid(f"expected a JSON array of entries, found a JSON {_json_type(data)}")
     seen = set()
     for i, entry in enumerate(data):
         problem = entry_problem(entry)
@@ -239,7 +278,7 @@ def parse_registry(raw: bytes, path: Path) -> List[dict]:
             problem = "duplicate run_id"
         if problem:
             rid = entry.get("run_id") if isinstance(entry, dict) else None
-            raise corrupt_error(path, f"entry {i}{f' ({rid!r})' if isinstance(rid, str) else ''}: {problem}")
+            raise _Invalid(f"entry {i}{f' ({_short(repr(rid), 60)})' if isinstance(rid, str) else ''}: {problem}")
         seen.add(entry["run_id"])
     return data
 
@@ -247,19 +286,80 @@ def parse_registry(raw: bytes, path: Path) -> List[dict]:
 def entry_problem(entry: object) -> Optional[str]:
     """Why a stored entry is unusable, or None."""
     if not isinstance(entry, dict):
-        return f"expected an object, found {type(entry).__name__}"
+        return f"expected an object, found {_json_type(entry)}"
     for field in REQUIRED_FIELDS:
         if field not in entry:
             return f"missing field {field!r}"
         if not isinstance(entry[field], _FIELD_TYPES[field]):
-            return f"field {field!r} must be {_FIELD_TYPES[field].__name__}, found {type(entry[field]).__name__}"
+            expected = _JSON_TYPES[_FIELD_TYPES[field]]
+            return f"field {field!r} must be a JSON {expected}, found {_json_type(entry[field])}"
+    for field in OPTIONAL_STRING_FIELDS:  # paths and states that commands open or print
+        if entry.get(field) is not None and not isinstance(entry[field], str):
+            return f"field {field!r} must be a string or null, found {_json_type(entry[field])}"
     if not entry["run_id"]:
         return "empty run_id"
     try:
         datetime.fromisoformat(entry["timestamp"])
     except ValueError:
-        return f"timestamp {entry['timestamp']!r} is not ISO 8601"
+        return f"timestamp {_short(repr(entry['timestamp']), 60)} is not ISO 8601"
+    return value_problem(entry)
+
+
+def value_problem(value: object, depth: int = 0) -> Optional[str]:
+    """Why a decoded JSON value cannot be stored again as it is, or None.
+
+    Nesting is bounded so that copying and re-serializing an entry can never hit the recursion limit; floats
+    must be finite (a literal like 1e999 decodes to inf even though NaN/Infinity are refused); strings must be
+    encodable (a lone surrogate escape such as \\ud800 decodes but cannot be written back as UTF-8).
+    Scalars are checked inline, not by a call each: this runs over every value of a 10,000-entry registry.
+    """
+    if type(value) is not dict and type(value) is not list:
+        return _scalar_problem(value)
+    if depth >= MAX_DEPTH:
+        return f"values nested more than {MAX_DEPTH} levels deep"
+    if type(value) is dict:
+        if not all(map(str.isascii, value)):  # keys; JSON keys are always strings
+            problem = next((p for p in map(_scalar_problem, value) if p), None)
+            if problem:
+                return problem
+        value = value.values()
+    for item in value:
+        kind = type(item)
+        if kind is dict or kind is list:
+            problem = value_problem(item, depth + 1)
+        elif kind is float:
+            problem = None if item - item == 0 else f"non-finite number {item!r}"  # inf - inf and NaN are NaN
+        elif kind is str:
+            problem = None if item.isascii() else _scalar_problem(item)
+        else:
+            continue
+        if problem:
+            return problem
     return None
+
+
+def _scalar_problem(value: object) -> Optional[str]:
+    if type(value) is float and not math.isfinite(value):
+        return f"non-finite number {value!r}"
+    if type(value) is str and not value.isascii() and not _encodable(value):
+        return "a string with an unpaired surrogate"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def dump_entry(entry: dict) -> str:
