@@ -91,6 +91,7 @@ def test_without_train_state_best_model_is_a_copy_of_the_epoch_checkpoint(tmp_pa
     assert _ckpt_files(tmp_path) == [BEST_CHECKPOINT, epoch_checkpoint_name(2)]  # epoch 1 pruned, best kept
     best = load_checkpoint(tmp_path / BEST_CHECKPOINT)
     assert best["epoch"] == 1 and torch.equal(best["model_state"]["w"], torch.full((2,), 1.0))
+    (tmp_path / "again").mkdir()
     ctx = _ctx(tmp_path / "again")
     ctx.save_checkpoint(3, _state(3.0), SPEC, {}, is_best=True)
     ctx.finish_checkpoints()
@@ -378,6 +379,7 @@ def test_detached_tee_keeps_passing_writes_through(tmp_path, capsys):
 
 
 def test_atomic_writes(tmp_path):
+    (tmp_path / "sub").mkdir()  # atomic writes never create folders
     atomic_write_text(tmp_path / "sub" / "a.txt", "héllo\n")
     assert (tmp_path / "sub" / "a.txt").read_text(encoding="utf-8") == "héllo\n"
     atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")

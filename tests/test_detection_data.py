@@ -67,6 +67,7 @@ def test_effective_data_yaml_is_what_ultralytics_reads(forms, tmp_path, monkeypa
     from ultralytics.data.base import BaseDataset
 
     run_dir = tmp_path / "run"
+    run_dir.mkdir()  # the runner creates the run dir; atomic writes never create folders
     train, val = resolve_split(forms["c_rel"], "train"), resolve_split(forms["a"], "val")
     test = resolve_split(forms["b"], "test")
     out = write_effective_data_yaml(run_dir / "data.yaml", train, val, test, names=NAMES)

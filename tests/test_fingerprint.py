@@ -232,6 +232,52 @@ def test_corrupt_cache_is_ignored_and_rebuilt(tmp_path, cache_env, content):
     assert len(json.loads(cache_env.read_text())["entries"]) == 16
 
 
+MALFORMED_CACHES = {
+    "100000 open brackets (RecursionError)": b"[" * 100_000,
+    "entries nested 100000 deep": b'{"format": 1, "entries": ' + b"[" * 100_000,
+    "a value nested 900 deep": b'{"format": 1, "entries": {"/x": ' + b"[" * 900 + b"]" * 900 + b"}}",
+    "5000-digit integer": b'{"format": 1, "entries": {"/x": [' + b"9" * 5000 + b', 1, 1, 1, "a"]}}',
+    "NaN and Infinity": b'{"format": NaN, "entries": {"/x": [Infinity, -Infinity, NaN, 1, "a"]}}',
+    "empty file": b"",
+    "UTF-8 BOM": b"\xef\xbb\xbf" + b'{"format": 1, "entries": {}}',
+    "format is a list": b'{"format": [1], "entries": {}}',
+    "entries is a list": b'{"format": 1, "entries": [["/x", 1, 2, 3, 4]]}',
+    "entries is null": b'{"format": 1, "entries": null}',
+    "entry values of every wrong type": json.dumps({"format": 1, "entries": {
+        "/a": "0" * 64, "/b": {"size": 1}, "/c": None, "/d": [1, 2, 3, 4, 5], "/e": [True, 2, 3, 4, "f" * 64],
+        "/f": [1.5, 2, 3, 4, "f" * 64], "/g": [[1], 2, 3, 4, "f" * 64], "/h": [1, 2, 3, 4, ["f" * 64]],
+    }}).encode(),
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED_CACHES))
+def test_malformed_cache_reads_as_empty_and_is_replaced(tmp_path, cache_env, kind):
+    root = make_dataset(tmp_path / "ds")
+    expected = fingerprint_dataset(root, use_cache=False)
+    cache_env.parent.mkdir(parents=True)
+    cache_env.write_bytes(MALFORMED_CACHES[kind])
+    assert fingerprint_dataset(root) == expected
+    data = json.loads(cache_env.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert data["format"] == 1 and len(data["entries"]) == 16  # replaced by a valid cache of this dataset
+    assert all(type(v) is list and len(v) == 5 for v in data["entries"].values())
+    assert fingerprint_dataset(root) == expected  # and the new cache is used correctly
+
+
+def test_cache_path_that_is_a_folder_still_fingerprints(tmp_path, cache_env):
+    root = make_dataset(tmp_path / "ds")
+    cache_env.mkdir(parents=True)  # EISDIR on read and on replace
+    (cache_env / "keep.txt").write_text("user file")
+    assert fingerprint_dataset(root) == fingerprint_dataset(root, use_cache=False)
+    assert [p.name for p in cache_env.iterdir()] == ["keep.txt"]
+
+
+def test_the_cache_folder_is_created_on_first_save(tmp_path):
+    root = make_dataset(tmp_path / "ds")
+    cache = tmp_path / "new" / "deeper" / "fingerprints.json"
+    fingerprint_dataset(root, cache_path=cache)
+    assert len(json.loads(cache.read_text())["entries"]) == 16
+
+
 def test_wrong_cached_hash_format_is_not_trusted(tmp_path, cache_env):
     root = make_dataset(tmp_path / "ds")
     fingerprint_dataset(root)

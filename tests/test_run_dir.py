@@ -26,6 +26,7 @@ def test_safe_names_accepted(name):
 @pytest.mark.parametrize("name", [
     "", "a/b", "../x", "..", "a..b", "a\\b", "with space", ".hidden", "-dash", "_under", "a" * 101, "tab\t",
     "new\nline", "x:y", "a*b", "q?", "nul\0", "é", "semi;colon", "$HOME", None, 5,
+    "abc\n", "abc\r\n", "\nabc", "abc\n\n", "A" * 100 + "\n",  # `$` would match before a final newline
 ])
 def test_unsafe_names_rejected(name):
     with pytest.raises(UserError, match="invalid run name"):
@@ -88,6 +89,13 @@ def test_unsafe_name_creates_nothing(tmp_path):
         create_run_dir("../evil", root=root, now=NOW)
     assert not root.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_trailing_newline_in_a_run_name_creates_nothing(tmp_path):
+    root = tmp_path / "outputs"
+    with pytest.raises(UserError, match=r"invalid run name 'abc\\n'"):
+        create_run_dir("abc\n", root=root, now=NOW)
+    assert not root.exists()
 
 
 def test_output_root_default_env_explicit(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 import argparse
 import copy
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,91 @@ def test_a_crash_leaves_no_half_dataset(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         synthetic.make_detection_dataset("vehicle_detection", tmp_path / "out", 2, 1, 1, seed=0, image_size=64)
     assert list(tmp_path.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_build_folder_names_its_owner(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(synthetic, "_write_detection_split", lambda root, *a: seen.append(root) or {})
+    synthetic.make_detection_dataset("vehicle_detection", tmp_path / "out", 2, 1, 1, seed=0, image_size=64)
+    match = synthetic._PARTIAL.fullmatch(seen[0].name)
+    assert seen[0].parent == tmp_path and match
+    assert (match["name"], int(match["pid"]), match["host"]) == ("out", os.getpid(), synthetic._host())
+
+
+def test_stale_build_folders_of_dead_processes_are_removed_live_ones_kept(tmp_path, capsys):
+    host, dead = synthetic._host(), _dead_pid()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("user data")
+    folders = {
+        "dead": tmp_path / f".veh.partial-{dead}@{host}-deadbeef",
+        "live (this process)": tmp_path / f".seg.partial-{os.getpid()}@{host}-0badf00d",
+        "other host": tmp_path / f".veh.partial-{dead}@not-{host}-12345678",
+        "old name without pid": tmp_path / ".veh.partial-1a2b3c4d",
+        "not ours": tmp_path / ".veh.partial-mine",
+    }
+    for folder in folders.values():
+        (folder / "train" / "images").mkdir(parents=True)
+        (folder / "train" / "images" / "a.jpg").write_bytes(b"x" * 1000)
+    link = tmp_path / f".lnk.partial-{dead}@{host}-aaaaaaaa"
+    link.symlink_to(outside)
+
+    synthetic.make_detection_dataset("vehicle_detection", tmp_path / "new", 2, 1, 0, seed=0, image_size=64)
+    assert not folders["dead"].exists()
+    assert all(folder.is_dir() for kind, folder in folders.items() if kind != "dead")
+    assert link.is_symlink() and (outside / "precious.txt").read_text() == "user data"
+    assert (tmp_path / "new" / "dataset_info.yaml").is_file()
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"note: removed {folders['dead']}, a partial dataset left by make-dataset process "
+                                f"{dead}, which is no longer running"]
+
+
+def test_process_alive_checks():
+    assert synthetic._process_alive(os.getpid())
+    assert not synthetic._process_alive(_dead_pid())
+    assert synthetic._process_alive(0) and synthetic._process_alive(9_999_999_999)  # doubt counts as alive
+
+
+@pytest.mark.slow
+def test_a_killed_make_dataset_is_cleaned_up_by_the_next_one(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO_ROOT, run_cli, subprocess_env
+
+    argv = [sys.executable, "-m", "src.cli.main", "make-dataset", "--task", "vehicle_detection",
+            "--out", str(tmp_path / "big"), "--train", "5000", "--val", "1", "--test", "0", "--image-size", "64"]
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    partial = []
+    while not any(p.is_file() for d in partial for p in (d / "train" / "images").glob("*.jpg")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        partial = list(tmp_path.glob(".big.partial-*"))
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # no cleanup code runs
+    proc.communicate(timeout=30)
+    [left] = partial
+    assert left.is_dir() and not (tmp_path / "big").exists()
+
+    done = run_cli("make-dataset", "--task", "vehicle_detection", "--out", tmp_path / "small", "--train", "2",
+                   "--val", "1", "--test", "0", "--image-size", "64", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not left.exists()
+    assert f"note: removed {left}" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small"]
 
 
 @pytest.mark.parametrize("kwargs, match", [

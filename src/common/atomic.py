@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+
+The target's folder must exist: a write never creates directories (a typo in a path must not leave new
+folders behind). Callers that own a folder (run dirs, the registry folder, caches) create it themselves.
+"""
 
 import os
 import tempfile
@@ -30,10 +34,15 @@ def _default_file_mode() -> int:
 
 
 def atomic_write_with(path: PathLike, write: Callable[[object], None], mode: str = "wb") -> None:
-    """Call `write(fileobj)` on a temp file beside `path`, fsync it, then rename it over `path`."""
+    """Call `write(fileobj)` on a temp file beside `path`, fsync it, then rename it over `path`.
+
+    OS errors name `path` (not the temp file), so the message points at the file the caller asked for.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f)
@@ -41,13 +50,22 @@ def atomic_write_with(path: PathLike, write: Callable[[object], None], mode: str
             os.fsync(f.fileno())
         os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            raise _naming(exc, path) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    # OSError(errno, strerror, filename) builds the matching subclass (FileNotFoundError, IsADirectoryError...).
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

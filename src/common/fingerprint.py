@@ -282,6 +282,7 @@ class _HashCache:
         entries.update(self.new)
         text = json.dumps({"format": _CACHE_FORMAT, "entries": entries}, separators=(",", ":"))
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # the cache folder is ours to create
             atomic_write_text(self.path, text)
         except OSError as exc:
             log.warning("fingerprint cache %s not written (%s); fingerprints still correct, only slower",
@@ -296,8 +297,10 @@ def _read_cache(path: Path) -> Dict[str, list]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable fingerprint cache %s (%s); it will be rebuilt", path, exc)
+    # ValueError: bad JSON or UTF-8, an integer too long to convert; RecursionError: nested thousands deep.
+    except (OSError, ValueError, RecursionError) as exc:
+        log.warning("ignoring unreadable fingerprint cache %s (%s); it will be rebuilt", path,
+                    type(exc).__name__ if isinstance(exc, RecursionError) else exc)
         return {}
     if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT or not isinstance(data.get("entries"), dict):
         log.warning("ignoring fingerprint cache %s with an unknown layout; it will be rebuilt", path)

@@ -221,7 +221,8 @@ def _check_export_path(path: Path) -> Path:
         raise UserError(f"cannot export the registry to {path}: it is a folder; give a file name, "
                         f"e.g. {path / 'model_registry.csv'}")
     if not path.parent.is_dir():
-        raise UserError(f"cannot export the registry to {path}: the folder {path.parent} does not exist; "
+        what = "is a file, not a folder" if path.parent.exists() else "does not exist"
+        raise UserError(f"cannot export the registry to {path}: the folder {path.parent} {what}; "
                         "create it first or choose another path")
     return path
 

@@ -93,7 +93,11 @@ class RegistryStore:
         if self._lock is None:
             # preserve_lock_file: unlinking a lock file others may be waiting on is a classic flock race.
             self._lock = FileLock(str(self.path) + ".lock", timeout=self.lock_timeout, preserve_lock_file=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # the registry's own folder: ours to create
+        except OSError as exc:
+            raise UserError(f"cannot create the registry folder {self.path.parent}: {exc.strerror}; pass --registry "
+                            f"(or set STREET_SCENE_REGISTRY) to a file in a writable folder") from None
         with self._mutex:
             with self._file_lock():
                 self._remove_stale_temp_files()

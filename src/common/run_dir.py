@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 from src.common.errors import UserError
 
 OUTPUT_DIR_ENV = "STREET_SCENE_OUTPUT_DIR"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # used with fullmatch: `$` allows a final "\n"
 _MAX_SUFFIX = 1000
 
 
@@ -21,7 +21,7 @@ def output_root(explicit: Optional[Path] = None) -> Path:
 
 def validate_run_name(name: str) -> str:
     """Run names become folder names: letters, digits, '.', '_', '+', '-'; no separators, no '..'."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
         raise UserError(
             f"invalid run name {name!r}: use 1-100 letters, digits, '.', '_', '+' or '-' "
             "(no path separators, spaces or '..'), starting with a letter or digit"

@@ -2,12 +2,17 @@
 
 Every image gets its own random stream seeded by (seed, task, split, index), so a seed always gives byte-identical
 files and one image never depends on how many others were drawn. A dataset is built in a hidden folder beside
-`out_dir` and renamed into place at the end: a crash never leaves half a dataset behind.
+`out_dir` and renamed into place at the end: a crash never leaves half a dataset behind. The hidden folder's
+name carries its builder's pid and host (`.<name>.partial-<pid>@<host>-<random>`), so that a build killed with
+SIGKILL (which runs no cleanup) is removed by the next build into the same folder once that process is gone.
 """
 
 import os
+import re
 import secrets
 import shutil
+import socket
+import sys
 import zlib
 from pathlib import Path
 
@@ -18,6 +23,7 @@ from src.data import scene, shapes
 GENERATOR_VERSION = 1
 SPLITS = ("train", "val", "test")
 BACKGROUND_RATE = 0.08  # share of detection images with no object at all
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.partial-(?P<pid>[0-9]{1,10})@(?P<host>[A-Za-z0-9._-]+)-[0-9a-f]{8}")
 
 
 def _spec(builder, height, aspect, stands_on, mirror=True, seg_class=None):
@@ -137,6 +143,8 @@ def _check_args(counts: dict, seed: int) -> None:
 def _write_detection_split(root: Path, task: str, split: str, n: int, seed: int, size: int) -> dict:
     names = detection_class_names(task)
     per_class, background = dict.fromkeys(names, 0), 0
+    (root / split / "images").mkdir(parents=True)
+    (root / split / "labels").mkdir()
     for index in range(n):
         image, boxes = draw_detection_image(_image_rng(seed, task, split, index), task, size)
         stem = f"{split}_{index:05d}"
@@ -202,6 +210,8 @@ def _write_segmentation_split(root: Path, split: str, n: int, seed: int, size: t
     import numpy as np
 
     pixels = np.zeros(256, dtype=np.int64)
+    (root / split / "images").mkdir(parents=True)
+    (root / split / "masks").mkdir()
     for index in range(n):
         image, mask = draw_segmentation_pair(_image_rng(seed, SEGMENTATION_TASK, split, index), *size)
         stem = f"{split}_{index:05d}"
@@ -251,7 +261,10 @@ def _build_into(out_dir, build) -> dict:
     out = Path(out_dir).expanduser().absolute()
     _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    for stale, pid in remove_stale_partials(out.parent):
+        print(f"note: removed {stale}, a partial dataset left by make-dataset process {pid}, which is no longer "
+              "running", file=sys.stderr)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}@{_host()}-{secrets.token_hex(4)}"
     tmp.mkdir()  # plain mkdir (not mkdtemp) so the dataset gets the user's usual permissions
     try:
         summary = build(tmp)
@@ -264,3 +277,44 @@ def _build_into(out_dir, build) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def remove_stale_partials(parent: Path) -> list[tuple[Path, int]]:
+    """Remove the hidden build folders in `parent` whose builder, on this host, is no longer running.
+
+    Returns (folder, pid) of each one removed. A folder of another host, of a live process, or in the old
+    name format (no pid) is left alone: only a build we can prove dead is ever removed.
+    """
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    host, removed = _host(), []
+    for name in names:
+        match = _PARTIAL.fullmatch(name)
+        if not match or match["host"] != host or _process_alive(int(match["pid"])):
+            continue
+        path = parent / name
+        if path.is_symlink() or not path.is_dir():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append((path, int(match["pid"])))
+    return removed
+
+
+def _host() -> str:
+    # Only characters that survive in a file name and in _PARTIAL; the same host always maps to the same text.
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "localhost"
+
+
+def _process_alive(pid: int) -> bool:
+    """False only when this host has no process `pid`; every doubt counts as alive."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: existence check, nothing is sent
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: another user's live process
+        return True
+    return True
