@@ -155,6 +155,7 @@ def _save_results(path: Path, request: EvalRequest, ckpt: Dict[str, Any], data: 
         "metrics": metrics,
     }
     try:
+        path.parent.mkdir(exist_ok=True)  # <checkpoint dir>/evaluations/; atomic writes never create folders
         atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     except OSError as exc:  # a read-only model store must not make evaluation fail
         print(f"warning: could not save evaluation results to {path}: {exc.strerror}", file=sys.stderr)
