@@ -39,6 +39,10 @@ def build_model(model_spec: dict, model_state: dict, where: str = "checkpoint"):
 
     `model_spec` is checked first (UserError naming `where` if it describes anything but allow-listed layers).
     """
+    return _wrap(_rebuild(model_spec, model_state, where))
+
+
+def _rebuild(model_spec: dict, model_state: dict, where: str):
     from ultralytics.nn.tasks import DetectionModel
 
     spec = check_model_spec(model_spec, where)
@@ -51,8 +55,7 @@ def build_model(model_spec: dict, model_state: dict, where: str = "checkpoint"):
         first = str(e).splitlines()[0]
         raise UserError(f"checkpoint weights do not fit its model_spec ({spec['architecture']}): {first}")
     module.names = dict(enumerate(names))
-    module.eval()
-    return _wrap(module)
+    return module.eval()
 
 
 def build_untrained_yolo(architecture):
@@ -133,7 +136,7 @@ def load_pretrained(weights: Path):
                         f"({type(e).__name__}: {reason})")
     spec = ckpt.get("model_spec") if isinstance(ckpt, dict) else None
     if isinstance(spec, dict) and "model_yaml" in spec and "model_state" in ckpt:
-        return build_model(spec, ckpt["model_state"], where=f"pretrained weights {path}").model
+        return _rebuild(spec, ckpt["model_state"], f"pretrained weights {path}")
     if path.suffix == ".pt":  # loaded above only if an earlier ultralytics safe load allow-listed its classes
         return _load_ultralytics_pt(path)
     raise UserError(f"pretrained weights {path} are not a detection checkpoint (model_state + model_spec with "
