@@ -372,3 +372,38 @@ def test_an_allowed_but_inconsistent_yaml_is_a_user_error(spec_and_state):
     bad["model_yaml"]["head"][1] = [[-1, 0], 1, "Concat", [1]]  # joins a stride-32 map with the stride-2 input conv
     with pytest.raises(UserError, match="does not build a model"):
         build_model(bad, state)
+
+
+def _ultralytics_pt(path: Path, activation=None) -> Path:
+    """An ultralytics-style .pt (a pickled DetectionModel, as in its best.pt) whose yaml may carry `activation`."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+    module = DetectionModel(yaml_model_load("yolov8n.yaml"), nc=2, verbose=False)
+    if activation is not None:
+        module.yaml["activation"] = activation  # what a tampered file would carry; the module itself is untouched
+    torch.save({"model": module, "train_args": {"imgsz": 64}}, path)
+    return path
+
+
+def test_ultralytics_pt_with_a_hostile_yaml_is_refused(tmp_path, monkeypatch, offline):
+    from src.tasks.detection.weights import load_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    assert type(load_pretrained(_ultralytics_pt(tmp_path / "ok.pt"))).__name__ == "DetectionModel"
+    with pytest.raises(UserError, match=r"evil\.pt: model yaml: 'activation' must be written"):
+        load_pretrained(_ultralytics_pt(tmp_path / "evil.pt", EXPLOIT))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_legacy_checkpoint_with_a_hostile_yaml_is_refused(tmp_path, offline):
+    import torch
+
+    from src.tasks.detection.weights import legacy_checkpoint
+
+    obj = torch.load(_ultralytics_pt(tmp_path / "old.pt"), map_location="cpu", weights_only=False)
+    model = legacy_checkpoint(obj, tmp_path / "old.pt")
+    assert model["model_spec"]["names"] == ["0", "1"] and model["model_spec"]["imgsz"] == 64
+    obj["model"].yaml["backbone"][0][2] = "torch_load"
+    with pytest.raises(UserError, match=r"old\.pt: model yaml: backbone\[0\]: module 'torch_load'"):
+        legacy_checkpoint(obj, tmp_path / "old.pt")
