@@ -174,6 +174,13 @@ def test_last_layer_must_be_a_detect_head(v8n, head):
     _refused(v8n, "detection needs a")
 
 
+@pytest.mark.parametrize("name,task", [("yolo11n-seg.yaml", "segment"), ("yolov8n-pose.yaml", "pose"),
+                                       ("yolov8n-cls.yaml", "classify"), ("rtdetr-l.yaml", "RT-DETR")])
+def test_other_tasks_are_named(name, task):
+    with pytest.raises(UserError, match=f"builds a {task} model; detection needs a Detect or v10Detect head"):
+        load_architecture_yaml(name)
+
+
 @pytest.mark.parametrize("arg", [
     "__import__('os').system('touch PWNED')", "d", "ch", "locals", "kpt_shape", "resnet18", "DEFAULT", "1+1",
     "[1]*10**9", float("nan"), float("inf"), 10**6, 1e30, {"a": 1}, b"x", [[[1]]], [1] * 17,
@@ -222,7 +229,7 @@ def test_layers_have_four_fields(v8n, layer):
     ({"depth_multiple": float("nan")}, "'depth_multiple'"), ({"width_multiple": 100}, "'width_multiple'"),
     ({"reg_max": 10**6}, "'reg_max'"), ({"end2end": "yes"}, "'end2end'"), ({"channels": 10**6}, "'channels'"),
     ({"inplace": 1}, "'inplace'"), ({"yaml_file": "a\x00b"}, "'yaml_file'"), ({"yaml_file": "x" * 5000}, "'yaml_file'"),
-    ({"backbone": "Conv"}, "'backbone'"), ({"head": [[-1, 1, "Conv", [16]]] * 600}, "'head'"),
+    ({"backbone": "Conv"}, "'backbone'"), ({"head": [[-1, 1, "Conv", [16]]] * 600 + [[-1, 1, "Detect", ["nc"]]]}, "'head'"),
 ])
 def test_top_level_values_are_checked(v8n, change, pattern):
     _refused({**v8n, **change}, pattern)

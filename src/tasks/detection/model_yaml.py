@@ -72,6 +72,9 @@ def check_model_yaml(model_yaml, where: str) -> dict:
     if not isinstance(model_yaml, dict):
         raise UserError(f"{where}: the model description is a {type(model_yaml).__name__}, not a mapping; "
                         "use an ultralytics detection model yaml such as yolov8n.yaml")
+    head = model_yaml.get("head")
+    if isinstance(head, (list, tuple)) and head and isinstance(head[-1], (list, tuple)) and len(head[-1]) == 4:
+        _check_module(head[-1][2], len(head), True, f"{where}: head[{len(head) - 1}]")  # the task first: clearest
     unknown = sorted(_short(k) for k in model_yaml if k not in _TOP_KEYS)
     if unknown:
         raise UserError(f"{where}: unknown model yaml keys {', '.join(unknown)}; allowed: {', '.join(_TOP_KEYS)}")
@@ -219,8 +222,9 @@ def _check_from(origin, i: int, what: str):
 def _check_module(module, i: int, last: bool, what: str) -> str:
     if last:
         if module not in DETECT_HEADS:
-            raise UserError(f"{what}: the last layer is {_short(module)}, detection needs a "
-                            f"{' or '.join(sorted(DETECT_HEADS))} head; use a detection yaml such as yolov8n.yaml")
+            raise UserError(f"{what}: the last layer {_short(module)} builds a {_head_task(module)} model; detection "
+                            f"needs a {' or '.join(sorted(DETECT_HEADS))} head; use a detection yaml such as "
+                            "yolov8n.yaml")
         return module
     if isinstance(module, str) and (module in LAYER_MODULES or module == "Silence" and i == 0  # v9 legacy name
                                     or module.startswith("nn.") and module[3:] in TORCH_NN_LAYERS):
@@ -228,6 +232,16 @@ def _check_module(module, i: int, last: bool, what: str) -> str:
     raise UserError(f"{what}: module {_short(module)} is not an allowed layer; use the layers of the built-in "
                     "detection yamls (Conv, C2f, C3k2, SPPF, Concat, nn.Upsample, ...; LAYER_MODULES in "
                     "src/tasks/detection/model_yaml.py)")
+
+
+def _head_task(module) -> str:
+    # the words ultralytics' guess_model_task reads off the head's name
+    name = module.lower() if isinstance(module, str) else ""
+    for word, task in (("rtdetr", "RT-DETR"), ("classif", "classify"), ("semanticsegment", "semantic"), ("segment", "segment"),
+                       ("pose", "pose"), ("obb", "obb"), ("depth", "depth"), ("detect", "open-vocabulary detect")):
+        if word in name:
+            return task
+    return "non-detection"
 
 
 def _check_args(args, what: str, depth: int) -> list:
