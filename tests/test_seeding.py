@@ -62,9 +62,12 @@ def test_bad_env_seed_does_not_matter_when_cli_seed_given():
     assert resolve_seed(3, "garbage", None) == (3, "cli")
 
 
-def _config(tmp_path, text="seed: 5\nlr: 0.1\n"):
+_TASKS = "detection:\n  tasks:\n    cars: {classes: [car]}\n"
+
+
+def _config(tmp_path, text="seed: 5\n"):
     path = tmp_path / "c.yaml"
-    path.write_text(text)
+    path.write_text(text + _TASKS)
     return path
 
 
@@ -72,8 +75,8 @@ def test_config_manager_seed_precedence(tmp_path, monkeypatch):
     path = _config(tmp_path)
     monkeypatch.delenv("STREET_SCENE_SEED", raising=False)
     assert (ConfigManager(path).seed, ConfigManager(path).seed_source) == (5, "config")
-    assert ConfigManager(_config(tmp_path, "lr: 0.1\n")).seed_source == "default"
-    assert ConfigManager(_config(tmp_path, "lr: 0.1\n")).get_config()["seed"] == 42
+    assert ConfigManager(_config(tmp_path, "")).seed_source == "default"
+    assert ConfigManager(_config(tmp_path, "")).get_config()["seed"] == 42
     monkeypatch.setenv("STREET_SCENE_SEED", "123")
     path = _config(tmp_path)
     cm = ConfigManager(path)

@@ -30,12 +30,21 @@ _SCALAR_TAGS = ("tag:yaml.org,2002:null", _BOOL_TAG, "tag:yaml.org,2002:int", "t
 
 
 class ConfigManager:
-    """Load a YAML config, apply overrides, resolve the seed, and hash the result.
+    """Load a YAML config, validate it against its task family's schema, apply overrides, resolve the seed,
+    and hash the result.
 
+    The config file and then the overrides are validated (src/common/config_schema.py): unknown keys, wrong
+    types, non-finite numbers and out-of-range values are a UserError naming the file or the override. The
+    resolved config holds every key with its default filled in, so the hash covers everything that ran.
+
+    `task` is the family (`detection` / `segmentation`); None infers it from the config's family section.
     Seed precedence: `seed` argument (the `--seed` flag) > STREET_SCENE_SEED > the config's `seed` > 42.
     """
 
-    def __init__(self, config_path, overrides: Sequence[str] = (), seed: Optional[int] = None):
+    def __init__(self, config_path, overrides: Sequence[str] = (), seed: Optional[int] = None,
+                 task: Optional[str] = None):
+        from src.tasks import config_schema, family_of_config
+
         self.config_path = Path(config_path)
         raw = load_yaml(self.config_path)
         if raw is None:
@@ -44,12 +53,16 @@ class ConfigManager:
             raise UserError(
                 f"config {self.config_path} must be a YAML mapping (key: value), not {type(raw).__name__}"
             )
+        self.task = family_of_config(raw, f"config {self.config_path}", task)
+        self.schema = config_schema(self.task)
         self.overrides: List[str] = list(overrides)
-        config = apply_overrides(raw, self.overrides)
-        _canonical(config)  # fail at load time, not after the run dir exists, on values a hash cannot cover
-        self.seed, self.seed_source = resolve_seed(seed, os.environ.get(SEED_ENV), config.get("seed"))
+        base = checked_config(self.schema, raw, f"config {self.config_path}")
+        config = apply_overrides(base, self.overrides, self.schema)
+        seed_given = "seed" in raw or any(parse_override(o)[1] == ["seed"] for o in self.overrides)
+        self.seed, self.seed_source = resolve_seed(seed, os.environ.get(SEED_ENV),
+                                                   config.get("seed") if seed_given else None)
         config["seed"] = self.seed
-        self._config = config
+        self._config = checked_config(self.schema, config, f"config {self.config_path}", self.overrides)
 
     def get_config(self) -> Dict[str, Any]:
         """The resolved config as a plain nested dict (a copy: callers cannot change the manager's)."""
@@ -98,6 +111,32 @@ class ConfigManager:
         write_metadata(Path(run_dir), {**metadata, "config_hash": self.get_config_hash(), "seed": self.seed,
                                        "seed_source": self.seed_source})
         return Path(run_dir) / METADATA_FILE
+
+
+def checked_config(schema: type, config: Dict[str, Any], source: str, overrides: Sequence[str] = ()
+                   ) -> Dict[str, Any]:
+    """`config` validated by `schema` with defaults filled in; the first problem is a one-line UserError that names
+    the override that set the key, or else `source`."""
+    from src.common.config_schema import validate
+
+    filled, problems = validate(schema, config)
+    if not problems:
+        return filled
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+    culprit = _override_for(first.loc, overrides)
+    where = f"override {culprit!r}" if culprit else source
+    raise UserError(f"{where}: {first.message}{more}")
+
+
+def _override_for(loc: Tuple[str, ...], overrides: Sequence[str]) -> Optional[str]:
+    """The last override whose key is `loc`, inside it, or holds it."""
+    for text in reversed(list(overrides)):
+        keys = tuple(parse_override(text)[1])
+        shared = min(len(keys), len(loc))
+        if keys[:shared] == tuple(loc[:shared]):
+            return text
+    return None
 
 
 def compute_config_hash(config: Dict[str, Any], length: int = 8) -> str:
@@ -159,12 +198,17 @@ def _check_seed(seed: int, where: str) -> int:
 # ---------------------------------------------------------------- overrides
 
 
-def apply_overrides(config: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
-    """Return a copy of `config` with each `key.sub=value` / `+new.key=value` override applied in order."""
+def apply_overrides(config: Dict[str, Any], overrides: Sequence[str], schema: Optional[type] = None
+                    ) -> Dict[str, Any]:
+    """Return a copy of `config` with each `key.sub=value` / `+new.key=value` override applied in order.
+
+    With a `schema`, `+` may only add keys inside the mappings whose keys users choose (subtasks, extra library
+    arguments); every other key already exists in a validated config, with its default.
+    """
     result = copy.deepcopy(config)
     for text in overrides:
         add, keys, value = parse_override(text)
-        _set_key(result, keys, value, add, text)
+        _set_key(result, keys, value, add, text, schema)
     return result
 
 
@@ -222,14 +266,16 @@ def _json_object(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
     return result
 
 
-def _set_key(config: Dict[str, Any], keys: List[str], value: Any, add: bool, text: str) -> None:
+def _set_key(config: Dict[str, Any], keys: List[str], value: Any, add: bool, text: str,
+             schema: Optional[type] = None) -> None:
     node = config
     for depth, part in enumerate(keys[:-1]):
         if part not in node:
             if add:
+                _check_addable(schema, keys[: depth + 1], config, text)
                 node[part] = {}
             else:
-                _unknown_key(config, ".".join(keys[: depth + 1]), text)
+                _unknown_key(config, ".".join(keys[: depth + 1]), text, schema)
         if not isinstance(node[part], dict):
             raise UserError(f"override {text!r}: {'.'.join(keys[: depth + 1])} is a value, not a section")
         node = node[part]
@@ -238,18 +284,56 @@ def _set_key(config: Dict[str, Any], keys: List[str], value: Any, add: bool, tex
     if add:
         if leaf in node:
             raise UserError(f"override {text!r}: {dotted} already exists; drop the leading '+' to change it")
+        _check_addable(schema, keys, config, text)
         node[leaf] = value
         return
     if leaf not in node:
-        _unknown_key(config, dotted, text)
+        _unknown_key(config, dotted, text, schema)
+    if _expects_text(schema, keys) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = text.split("=", 1)[1].strip()  # `experiment=2024` means the text typed
     node[leaf] = coerce_to_default(node[leaf], value, dotted, text)
 
 
-def _unknown_key(config: Dict[str, Any], dotted: str, text: str) -> None:
-    known = sorted(set(flatten(config)) | _section_keys(config))
-    close = difflib.get_close_matches(dotted, known, n=3, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise UserError(f"unknown config key {dotted!r} in override {text!r}; {hint}use +{dotted}=... to add a new key")
+def _expects_text(schema: Optional[type], keys: List[str]) -> bool:
+    """Whether the schema types this key as text (str or Optional[str]), even when its default is null."""
+    from src.common.config_schema import field_type
+
+    return schema is not None and field_type(schema, tuple(keys)) is str
+
+
+def _check_addable(schema: Optional[type], keys: List[str], config: Dict[str, Any], text: str) -> None:
+    """With a schema, a new key is only allowed as a new entry of an open mapping (or inside such a new entry)."""
+    from src.common.config_schema import open_mapping
+
+    if schema is None:
+        return
+    for depth in range(len(keys), 0, -1):
+        if open_mapping(schema, tuple(keys[: depth - 1])):
+            return
+    _unknown_key(config, ".".join(keys), text, schema)
+
+
+def _unknown_key(config: Dict[str, Any], dotted: str, text: str, schema: Optional[type] = None) -> None:
+    from src.common.config_schema import open_mapping, section_at
+
+    keys = tuple(dotted.split("."))
+    parent = _node_at(config, keys[:-1])
+    siblings = [k for k in parent] if isinstance(parent, dict) else []
+    close = difflib.get_close_matches(keys[-1], siblings, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join('.'.join(keys[:-1] + (c,)) for c in close)}?" if close else ""
+    if schema is None or open_mapping(schema, keys[:-1]):
+        raise UserError(f"unknown config key {dotted!r} in override {text!r}{hint} (use +{dotted}=... to add "
+                        "a new key)")
+    extra = getattr(section_at(schema, keys[:-1]), "unknown_key_hint", None)
+    more = f" ({extra(keys[-1])})" if extra and not close else ""
+    raise UserError(f"unknown config key {dotted!r} in override {text!r}{hint}{more}")
+
+
+def _node_at(config: Dict[str, Any], keys: Tuple[str, ...]) -> Any:
+    node: Any = config
+    for part in keys:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _section_keys(config: Dict[str, Any], prefix: str = "") -> set:
@@ -262,19 +346,11 @@ def _section_keys(config: Dict[str, Any], prefix: str = "") -> set:
 
 
 def coerce_to_default(default: Any, value: Any, dotted: str, text: str) -> Any:
-    """Type-check an override value against the key's current value; int -> float is allowed."""
-    if default is None or type(value) is type(default):
-        return value
+    """Read an override value the way the key's current value suggests: an integer where a number is expected
+    becomes a float, and a number where text is expected stays the text typed (`name=2024`). Whether the value
+    is acceptable is the schema's call."""
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(default, str) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return text.split("=", 1)[1].strip()  # `name=2024` means the string the user typed
-    raise UserError(
-        f"override {text!r}: {dotted} expects {_type_name(default)} (default {default!r}), "
-        f"got {_type_name(value)} {value!r}"
-    )
-
-
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+        return text.split("=", 1)[1].strip()
+    return value

@@ -3,7 +3,8 @@
 PyYAML implements YAML 1.1, where `1e-4` (no dot) is a *string*; configs are written by people who expect a
 float, so the loader adds the YAML 1.2 float rule; dates stay strings. Duplicate keys are an error instead of
 "last one wins"; `<<: *anchor` merges work.
-Only the safe loader is used: a config can never construct Python objects.
+Only the safe loader is used: a config can never construct Python objects. Alias chains ("billion laughs": a
+few hundred bytes that expand to millions of nodes) and oversized files are refused before anything is built.
 """
 
 import re
@@ -13,6 +14,11 @@ from typing import Any
 import yaml
 
 from src.common.errors import UserError
+
+MAX_YAML_BYTES = 16 * 1024 * 1024  # configs, data yamls and run metadata are kilobytes; this is not a data format
+# Nodes that aliases may add beyond the ones written out. `<<: *base` merges in a config cost a few dozen; an
+# alias bomb needs millions.
+ALIAS_EXPANSION_BUDGET = 10_000
 
 _FLOAT_RE = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -96,13 +102,55 @@ def plain_scalar_tag(text: str) -> str:
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     """Parse YAML text; errors become a one-line UserError naming `source` and the line."""
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_alias_expansion(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"invalid YAML in {where}: {problem}; fix the file's syntax") from None
+    except RecursionError:
+        raise UserError(f"invalid YAML in {source}: nested too deeply; a config is a few levels deep") from None
+    finally:
+        loader.dispose()
+
+
+def _check_alias_expansion(root, source: str) -> None:
+    """Refuse documents whose aliases would expand to more than ALIAS_EXPANSION_BUDGET extra nodes.
+
+    The composed graph shares aliased nodes, so it stays small; the expanded size (what copying, hashing or
+    dumping the loaded data walks) is counted with one memoised pass over the distinct nodes.
+    """
+    sizes = {}
+    distinct = 0
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        distinct += 1
+        sizes[id(node)] = 1 + sum(sizes.get(id(child), 0) for child in children)
+        if sizes[id(node)] - distinct > ALIAS_EXPANSION_BUDGET:
+            raise UserError(f"YAML in {source} expands its aliases (*name) to more than {ALIAS_EXPANSION_BUDGET} "
+                            "extra values; write the values out instead of chaining aliases")
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def load_yaml(path) -> Any:
@@ -113,6 +161,10 @@ def load_yaml(path) -> Any:
     if path.is_dir():
         raise UserError(f"expected a YAML file but {path} is a directory")
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise UserError(f"{path} is {size} bytes; YAML files read here are limited to {MAX_YAML_BYTES} bytes "
+                            "(is it the right file?)")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None

@@ -5,7 +5,8 @@ from typing import Any, Dict, Optional, Sequence
 
 
 class StreetScenePipeline:
-    """`StreetScenePipeline(config_path, 'detection', detection_task='vehicle_detection')`.
+    """`StreetScenePipeline(config_path, 'detection', detection_task='vehicle_detection')`, or generically
+    `StreetScenePipeline(config_path, task, subtask=...)` for any subtask the config defines.
 
     Config loading and checks happen in `train` / `evaluate` (through ConfigManager), exactly as for
     `scripts/train.py` and `scripts/evaluate.py`.
@@ -13,10 +14,20 @@ class StreetScenePipeline:
 
     def __init__(self, config_path, task: str, detection_task: Optional[str] = None,
                  segmentation_task: Optional[str] = None, overrides: Sequence[str] = (),
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, subtask: Optional[str] = None):
+        from src.common.errors import UserError
+        from src.tasks import check_family
+
         self.config_path = Path(config_path)
-        self.task = task
-        self.subtask = detection_task if task == "detection" else segmentation_task
+        self.task = check_family(task)
+        named = {"detection": detection_task, "segmentation": segmentation_task}
+        wrong = [f"{k}_task" for k, v in named.items() if v is not None and k != task]
+        if wrong:
+            raise UserError(f"{wrong[0]}= does not apply to task {task!r}; use subtask=")
+        given = {v for v in (subtask, named.get(task)) if v is not None}
+        if len(given) > 1:
+            raise UserError(f"subtask={subtask!r} and {task}_task={named.get(task)!r} disagree; give one")
+        self.subtask = given.pop() if given else None
         self.overrides = list(overrides)
         self.seed = seed
 

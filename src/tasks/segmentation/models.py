@@ -4,10 +4,9 @@ from pathlib import Path
 from typing import Optional
 
 from src.common.errors import UserError
-
-# name -> torchvision.models.segmentation builder. All are built with weights=None, weights_backbone=None:
-# nothing is ever downloaded; pretrained weights come only from a local file.
-ARCHITECTURES = ("lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "fcn_resnet50")
+# Names of torchvision.models.segmentation builders; the config schema owns the list. All are built with
+# weights=None, weights_backbone=None: nothing is ever downloaded; pretrained weights come only from a local file.
+from src.tasks.segmentation.schema import ARCHITECTURES
 
 
 def build_model(architecture: str, num_classes: int, weights: Optional[Path] = None):
