@@ -205,8 +205,9 @@ def test_evaluate_accepts_an_images_split_folder(repo_root_run, data):
                       "--test-data", data / "yolo" / "images" / "test", "--checkpoint", run_dir / "best_model.pth",
                       "--data-yaml", VEHICLE_YAML, "--verify-config", "--json", cwd=ws, env=workspace_env(ws))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads(proc.stdout)
-    assert set(metrics["per_class_AP"]) == set(VEHICLE_CLASSES)
+    result = json.loads(proc.stdout)
+    assert set(result["per_class"]) == set(VEHICLE_CLASSES)
+    assert set(result["metrics"]) == {"test/mAP50", "test/mAP50-95", "test/precision", "test/recall"}
     [saved] = (run_dir / "evaluations").glob("*.json")
     record = json.loads(saved.read_text())
     assert Path(record["test_data"]["test"]) == (data / "yolo" / "images" / "test").resolve()
@@ -302,7 +303,7 @@ def test_interrupted_run_is_marked_failed_and_not_registered(data, tmp_path):
     assert stderr.splitlines()[-1] == "interrupted" and "Training completed" not in stdout
     [run_dir] = (tmp_path / "outputs").iterdir()
     meta = load_yaml(run_dir / "metadata.yaml")
-    assert (meta["status"], meta["error"]) == ("failed", "interrupted") and meta["finished_at"]
+    assert (meta["status"], meta["error"]) == ("failed", "interrupted by SIGINT") and meta["finished_at"]
     assert (meta["seed"], meta["seed_source"]) == (123, "env")
     assert load_yaml(run_dir / "config.yaml")["seed"] == 123
     assert not (run_dir / "best_model.pth").exists()
@@ -312,18 +313,24 @@ def test_interrupted_run_is_marked_failed_and_not_registered(data, tmp_path):
 # ---------------------------------------------------------------- training curves
 
 
-def test_training_curves_come_from_ultralytics_when_it_plots(data, repo_root_run, tmp_path):
-    """plots on: ultralytics already drew results.png from the same epochs, and the run keeps a copy of it;
-    plots off (the shared run above): street-scene draws training_curves.png from metrics.csv itself."""
+def test_training_curves_are_drawn_from_metrics_csv_with_its_names(data, repo_root_run, tmp_path):
+    """plots on or off, training_curves.png is ours, drawn from metrics.csv (so its curves carry the names every
+    other output uses), never ultralytics' results.png with its `metrics/mAP50(B)` labels."""
+    from src.common.curves import curve_labels
+    from src.pipelines.context import read_metrics_csv
+
     proc = run_script("train.py", "--config", CONFIG, *TRAIN_SECTION, "--train-data", data / "scenes" / "train",
                       "--val-data", data / "scenes" / "val", "--data-yaml", VEHICLE_YAML, "--run-name", "plots",
                       *[a for o in (*ONE_EPOCH, "detection.training.plots=true") for a in ("--config-override", o)],
                       cwd=tmp_path, env=workspace_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run_dir = tmp_path / "outputs" / completion_lines(proc.stdout)[1]
-    drawn = (run_dir / "ultralytics" / "results.png").read_bytes()
-    assert drawn[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (run_dir / "training_curves.png").read_bytes() == drawn
-    own = repo_root_run["run_dir"]
-    assert not (own / "ultralytics" / "results.png").exists()
-    assert (own / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for run_dir in (tmp_path / "outputs" / completion_lines(proc.stdout)[1], repo_root_run["run_dir"]):
+        ours = (run_dir / "training_curves.png").read_bytes()
+        assert ours[:8] == b"\x89PNG\r\n\x1a\n"
+        theirs = run_dir / "ultralytics" / "results.png"
+        assert not theirs.exists() or theirs.read_bytes() != ours
+        rows = read_metrics_csv(run_dir / "metrics.csv")
+        labels = curve_labels(rows)
+        assert "val/mAP50" in labels and "val/mAP50-95" in labels
+        assert set(labels) == set(rows[0]) - {"epoch"}
+        assert not any("(B)" in label for label in labels)

@@ -333,11 +333,32 @@ def test_cli_text_and_json(tmp_path, capsys):
     root = make_dataset(tmp_path / "ds")
     assert main(["data", "fingerprint", str(root), "--names", "car", "bus", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown == {"path": str(root), **fingerprint_dataset(root, ["car", "bus"])}
+    # a detection split folder: the run records its images/ folder (labels are found beside it)
+    assert shown == {"path": str(root / "images"), **fingerprint_dataset(root / "images", ["car", "bus"])}
     assert main(["data", "fingerprint", str(root), "--no-cache"]) == 0
     out = capsys.readouterr().out
     assert f"sha256: {shown['sha256']}" in out.splitlines()
     assert f"files: {shown['files']}" in out.splitlines()
+
+
+def test_cli_prints_what_a_run_records_for_the_same_data_argument(tmp_path, capsys):
+    from src.data.detection_data import resolve_split
+    from src.data.segmentation_data import resolve_segmentation_split
+
+    det = make_dataset(tmp_path / "det")
+    seg = tmp_path / "seg"
+    (seg / "images").mkdir(parents=True)
+    (seg / "masks").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(seg / "images" / "a.png")
+    Image.new("L", (8, 8)).save(seg / "masks" / "a.png")
+    for spec, recorded in ((det, resolve_split(str(det), "train").source),
+                           (seg, resolve_segmentation_split(str(seg), "train").root)):
+        assert main(["data", "fingerprint", str(spec), "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["path"] == str(recorded)
+        assert shown["sha256"] == fingerprint_dataset(recorded)["sha256"]
 
 
 def test_cli_bad_path_exits_2(tmp_path, capsys):

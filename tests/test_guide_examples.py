@@ -22,6 +22,7 @@ import pytest
 from tests.detection_e2e_support import (CONFIG, IMGSZ_64, NO_PLOTS, RUN_DIR_FILES, RUN_ID_RE, TRAIN_SECTION,
                                          VEHICLE_CLASSES, VEHICLE_YAML, assert_user_error, completion_lines,
                                          load_yaml, make_data, registry_entries, weights_sha, workspace_env)
+from src.pipelines.context import read_metrics_csv
 from tests.helpers import REPO_ROOT, run_script, subprocess_env
 
 pytestmark = pytest.mark.slow  # trains models in subprocesses
@@ -155,10 +156,12 @@ def test_registry_entry_matches_the_guide(basic, ws):
     assert Path(entry["checkpoint_path"]) == (run_dir / "best_model.pth").resolve()
     assert entry["checkpoint_sha256"] == file_sha256(run_dir / "best_model.pth")
     metrics = entry["metrics"]
-    assert {"best_val_metric", "mAP50", "precision", "recall"} <= set(metrics)
-    assert all(isinstance(metrics[k], float) and 0 <= metrics[k] <= 1
-               for k in ("best_val_metric", "mAP50", "precision", "recall"))
-    assert metrics["best_val_metric"] == metrics["mAP50-95"]
+    names = ("best_val_metric", "val/mAP50", "val/mAP50-95", "val/precision", "val/recall")
+    assert set(names) <= set(metrics)
+    assert all(isinstance(metrics[k], float) and 0 <= metrics[k] <= 1 for k in names)
+    assert metrics["best_val_metric"] == metrics["val/mAP50-95"]
+    best_row = [r for r in read_metrics_csv(run_dir / "metrics.csv") if r["epoch"] == metrics["best_epoch"]][0]
+    assert all(metrics[k] == best_row[k] for k in names[1:])  # one name per metric: registry = metrics.csv
     stamp = datetime.fromisoformat(entry["timestamp"])
     assert basic["started"] <= stamp <= basic["ended"]
     assert entry["metadata"]["ultralytics_version"] == importlib.metadata.version("ultralytics")
@@ -222,7 +225,8 @@ def test_verify_config_prints_the_guide_warning_and_the_changed_keys(ws, high_lr
         "  detection.training.plots: false -> true",
     ]
     assert not lines[start + 7].startswith("  ")
-    assert "Evaluation results:" in lines and any(re.fullmatch(r"  mAP50: \d\.\d{4}", line) for line in lines)
+    assert any(line.startswith("Evaluation results (vehicle_detection, test split") for line in lines)
+    assert any(re.fullmatch(r"  test/mAP50: \d\.\d{4}", line) for line in lines)
 
 
 def test_strict_mismatch_exits_before_evaluating(ws, high_lr):
@@ -242,14 +246,16 @@ def test_saved_config_verifies_and_json_output_is_saved_beside_the_checkpoint(ws
     proc = _evaluate(ws, f"outputs/{basic['run_id']}/best_model.pth", "--verify-config", "--json",
                      config=f"outputs/{basic['run_id']}/config.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads(proc.stdout)  # stdout is nothing but the JSON document
-    assert {"mAP50", "mAP50-95", "precision", "recall", "per_class_AP"} <= set(metrics)
-    assert list(metrics["per_class_AP"]) == sorted(VEHICLE_CLASSES)
+    result = json.loads(proc.stdout)  # stdout is nothing but the JSON document
+    assert set(result["metrics"]) == {"test/mAP50", "test/mAP50-95", "test/precision", "test/recall"}
+    assert sorted(result["per_class"]) == sorted(VEHICLE_CLASSES)
+    assert (result["run_id"], result["subtask"], result["split"]) == (basic["run_id"], "vehicle_detection", "test")
     assert f"Config hash verified: {load_yaml(run_dir / 'metadata.yaml')['config_hash']}" in proc.stderr
     assert "Config hash mismatch" not in proc.stdout + proc.stderr
     [saved] = _new_results(run_dir, before)
     record = json.loads(saved.read_text())
-    assert record["metrics"] == metrics and Path(record["checkpoint"]) == (run_dir / "best_model.pth").resolve()
+    assert record["metrics"] == result["metrics"] and record["per_class"] == result["per_class"]
+    assert Path(record["checkpoint"]) == (run_dir / "best_model.pth").resolve()
     assert record["run_id"] == basic["run_id"]
 
 
@@ -370,5 +376,5 @@ def test_batch_evaluation_snippet(ws, basic, high_lr, reproduced):
     results = [line for line in out if re.match(r"\d{8}_\d{6}_\S+: \{", line)]
     assert [line.split(":", 1)[0] for line in results] == [basic["run_id"], high_lr["run_id"], reproduced["run_id"]]
     for line in results:
-        for key in ("'mAP50'", "'mAP50-95'", "'precision'", "'recall'", "'per_class_AP'"):
+        for key in ("'test/mAP50'", "'test/mAP50-95'", "'test/precision'", "'test/recall'", "'per_class'"):
             assert key in line

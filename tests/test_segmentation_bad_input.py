@@ -51,6 +51,7 @@ def craft_detection_checkpoint(path: Path) -> Path:
                             model_spec={"architecture": "yolov8n.yaml", "names": ["car"]}, epoch=1,
                             metrics={"val/mAP50-95": 0.1}, config={"seed": 42}, config_hash="0123abcd",
                             metadata={"run_id": "20240101_000000_det"})
+    path.parent.mkdir(parents=True, exist_ok=True)  # atomic writes never create folders
     return save_checkpoint(path, ckpt)
 
 
@@ -84,7 +85,7 @@ def test_train_refuses_unknown_segmentation_task(ws, tmp_path):
     args = train_args("bad")
     args[args.index("--segmentation-task") + 1] = "lane_detection"
     proc = run_script("train.py", *args, cwd=ws, env=env_for(tmp_path))
-    assert_refused(proc, "unknown --segmentation-task 'lane_detection'; choose one of road_scene_segmentation",
+    assert_refused(proc, "unknown subtask 'lane_detection' for --task segmentation; choose one of road_scene_segmentation",
                    tmp_path)
 
 

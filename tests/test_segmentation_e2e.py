@@ -125,6 +125,9 @@ def test_registry_entry_records_best_val_miou(base_run, ws):
     rows = read_metrics_csv(base_run.dir / "metrics.csv")
     assert entry["task"] == SUBTASK
     assert entry["metrics"]["best_val_metric"] == max(row["val/mIoU"] for row in rows)
+    best_row = rows[entry["metrics"]["best_epoch"] - 1]
+    for name in ("val/mIoU", "val/pixel_accuracy", "val/loss"):  # one name per metric: registry = metrics.csv
+        assert entry["metrics"][name] == best_row[name]
     assert entry["checkpoint_path"] == str((base_run.dir / "best_model.pth").resolve())
     assert entry["config_hash"] == load_yaml(base_run.dir / "metadata.yaml")["config_hash"]
 
@@ -134,14 +137,17 @@ def test_evaluate_with_matching_config_verifies_and_reproduces_val_miou(base_run
     proc = run_script("evaluate.py", *eval_args(ckpt, "data/val", "--verify-config", "--json"), cwd=ws,
                       env=env_for(ws))
     assert proc.returncode == 0, proc.stderr
-    metrics = json.loads(proc.stdout)  # --json keeps stdout pure JSON
+    result = json.loads(proc.stdout)  # --json keeps stdout pure JSON
+    metrics = result["metrics"]
     config_hash = load_yaml(base_run.dir / "metadata.yaml")["config_hash"]
     assert f"Config hash verified: {config_hash}" in proc.stderr
     assert "mismatch" not in proc.stdout + proc.stderr
     best = load(base_run.dir / "best_model.pth")["metrics"]
-    assert metrics["mIoU"] == pytest.approx(best["val/mIoU"], abs=1e-9)
-    assert metrics["pixel_accuracy"] == pytest.approx(best["val/pixel_accuracy"], abs=1e-9)
-    assert {f"IoU_{n}" for n in NAMES} <= set(metrics)
+    assert metrics["test/mIoU"] == pytest.approx(best["val/mIoU"], abs=1e-9)
+    assert metrics["test/pixel_accuracy"] == pytest.approx(best["val/pixel_accuracy"], abs=1e-9)
+    assert list(result["per_class"]) == NAMES
+    for name in NAMES:
+        assert result["per_class"][name]["test/IoU"] == pytest.approx(best[f"val/IoU_{name}"], abs=1e-9)
     assert list((base_run.dir / "evaluations").glob("*_best_model.json"))
 
 
@@ -156,7 +162,8 @@ def test_evaluate_with_changed_config_prints_the_mismatch_and_the_key(base_run, 
     assert (f"Config hash mismatch! Checkpoint config hash: {old}, Current config hash: {new}. "
             "This may affect reproducibility.") in lines
     assert "  segmentation.training.learning_rate: 0.01 -> 0.02" in lines
-    assert "Evaluation results:" in lines and any(line.startswith("  mIoU: ") for line in lines)
+    assert any(line.startswith("Evaluation results (") for line in lines)
+    assert any(line.startswith("  test/mIoU: ") for line in lines)
 
 
 def test_pipeline_api_trains_registers_and_evaluates(api_run, ws):
@@ -164,7 +171,8 @@ def test_pipeline_api_trains_registers_and_evaluates(api_run, ws):
     [entry] = entries_for(ws, trained["run_id"])
     assert entry["task"] == SUBTASK and entry["metrics"]["best_val_metric"] == trained["metrics"]["best_val_metric"]
     assert Path(trained["checkpoint_path"]) == api_run.dir / "best_model.pth"
-    assert api_run.eval_metrics["mIoU"] == pytest.approx(trained["metrics"]["best_val_metric"], abs=1e-9)
+    assert api_run.eval_metrics["metrics"]["test/mIoU"] == pytest.approx(trained["metrics"]["best_val_metric"],
+                                                                         abs=1e-9)
 
 
 def test_same_seed_same_weights_different_seed_different(base_run, api_run, ws):
@@ -220,7 +228,7 @@ def assert_same_result(run_dir: Path, reference: Path) -> None:
 def test_resume_of_an_interrupted_run_ends_as_the_uninterrupted_run(base_run, ws):
     run_dir = interrupt_after_epoch_1(ws, "seg_killed")
     meta = load_yaml(run_dir / "metadata.yaml")
-    assert (meta["status"], meta["error"]) == ("failed", "interrupted")
+    assert (meta["status"], meta["error"]) == ("failed", "interrupted by SIGINT")
     assert entries_for(ws, run_dir.name) == []
     proc = run_script("train.py", *train_args("seg_killed", "--resume",
                                               f"outputs/{run_dir.name}/checkpoint_epoch_1.pth"),

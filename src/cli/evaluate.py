@@ -43,20 +43,22 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout pure JSON for scripts
         metrics = evaluate(request)
-    print(json.dumps(metrics, indent=2, sort_keys=True))
+    print(json.dumps(metrics, indent=2))  # key order is meaningful: classes in class-id order
     return 0
 
 
-def format_metrics(metrics: dict) -> str:
-    lines = ["Evaluation results:"]
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            lines.append(f"  {key}:")
-            lines += [f"    {k}: {_num(v)}" for k, v in value.items()]
-        else:
-            lines.append(f"  {key}: {_num(value)}")
+def format_metrics(result: dict) -> str:
+    """The evaluation result as text: the metrics, then one line per class."""
+    lines = [f"Evaluation results ({result['subtask']}, {result['split']} split, run {result.get('run_id')}):"]
+    lines += [f"  {key}: {_num(value)}" for key, value in result["metrics"].items()]
+    if result.get("per_class"):
+        lines.append("  per class:")
+        lines += [f"    {name}: " + " ".join(f"{k}={_num(v)}" for k, v in values.items())
+                  for name, values in result["per_class"].items()]
     return "\n".join(lines)
 
 
 def _num(value) -> str:
+    if value is None:
+        return "n/a"  # e.g. a class with no ground truth in this split
     return f"{value:.4f}" if isinstance(value, float) else str(value)

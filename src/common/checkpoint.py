@@ -20,7 +20,8 @@ REQUIRED_KEYS = ("format_version", "task", "subtask", "model_state", "model_spec
 
 def build_checkpoint(*, task: str, subtask: str, model_state: Dict[str, Any], model_spec: Dict[str, Any],
                      epoch: int, metrics: Dict[str, Any], config: Dict[str, Any], config_hash: str,
-                     metadata: Dict[str, Any], train_state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                     metadata: Dict[str, Any], train_state: Optional[Dict[str, Any]] = None,
+                     final: bool = False) -> Dict[str, Any]:
     ckpt = {
         "format_version": FORMAT_VERSION,
         "task": task,
@@ -32,6 +33,7 @@ def build_checkpoint(*, task: str, subtask: str, model_state: Dict[str, Any], mo
         "config": config,
         "config_hash": config_hash,
         "metadata": metadata,
+        "final": bool(final),  # the run's last epoch: `street-scene runs finalize` knows training completed
     }
     if train_state is not None:
         ckpt["train_state"] = train_state
@@ -94,9 +96,30 @@ def load_checkpoint(path: Path, allow_legacy: bool = False) -> Dict[str, Any]:
     if missing:
         raise UserError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
     if ckpt["format_version"] != FORMAT_VERSION:
-        raise UserError(f"checkpoint {path} has format version {ckpt['format_version']}, this street-scene "
+        raise UserError(f"checkpoint {path} has format version {ckpt['format_version']!r}, this street-scene "
                         f"reads version {FORMAT_VERSION}; use the street-scene version that wrote it")
+    _check_structure(path, ckpt)
     return ckpt
+
+
+# The type every shared field must have; each task checks the inside of its own model_spec.
+_FIELD_TYPES = {"task": str, "subtask": str, "model_state": dict, "model_spec": dict, "epoch": int, "metrics": dict,
+                "config": dict, "config_hash": str, "metadata": dict}
+
+
+def _check_structure(path: Path, ckpt: Dict[str, Any]) -> None:
+    """A damaged checkpoint is one clear line here, not a TypeError deep inside a task."""
+    import torch
+
+    for key, kind in _FIELD_TYPES.items():
+        if not isinstance(ckpt[key], kind) or isinstance(ckpt[key], bool):
+            raise UserError(f"checkpoint {path} is damaged: {key} must be a {kind.__name__}, found "
+                            f"{type(ckpt[key]).__name__}")
+    bad = [k for k, v in ckpt["model_state"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UserError(f"checkpoint {path} is damaged: model_state entry {bad[0]!r} is not a named tensor")
+    if "train_state" in ckpt and not isinstance(ckpt["train_state"], dict):
+        raise UserError(f"checkpoint {path} is damaged: train_state must be a dict")
 
 
 def _load_unsafe(path: Path, exc: Exception, allow_legacy: bool) -> Dict[str, Any]:

@@ -25,6 +25,14 @@ def _panel_of(key: str) -> str:
     return "other"
 
 
+def curve_labels(rows: List[Dict[str, Any]]) -> List[str]:
+    """The curves plot_curves draws, each labelled with its metrics.csv column name."""
+    keys: List[str] = []
+    for row in rows:
+        keys += [k for k in row if k != "epoch" and k not in keys and _is_number(row[k])]
+    return keys
+
+
 def plot_curves(rows: List[Dict[str, Any]], out_path: Path) -> Path:
     """Metrics against epoch, a few panels of related curves (losses, validation metrics, lr, ...).
 
@@ -34,9 +42,7 @@ def plot_curves(rows: List[Dict[str, Any]], out_path: Path) -> Path:
     # A bare Figure renders with Agg without pyplot, so the caller's matplotlib backend is never changed.
     from matplotlib.figure import Figure
 
-    keys: List[str] = []
-    for row in rows:
-        keys += [k for k in row if k != "epoch" and k not in keys and _is_number(row[k])]
+    keys = curve_labels(rows)
     panels: Dict[str, List[str]] = {}
     for key in keys:
         panels.setdefault(_panel_of(key), []).append(key)

@@ -52,6 +52,19 @@ def default_cache_path() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "street-scene" / CACHE_FILE
 
 
+def split_fingerprint_root(spec: PathLike) -> Path:
+    """What a run fingerprints for `--train-data SPEC`: a segmentation split folder (images/ + masks/) itself, a
+    detection split folder's images/ (labels are found beside them), or the .txt list / images folder as given."""
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UserError(f"dataset path not found: {spec}; pass a dataset split folder or a .txt image list")
+    if (path / "masks").is_dir() and (path / "images").is_dir():
+        return path.resolve()
+    if (path / "images").is_dir():
+        return (path / "images").resolve()  # exactly as src.data.detection_data.resolve_split
+    return path.resolve()
+
+
 def fingerprint_dataset(root: PathLike, class_names: Optional[Sequence] = None, cache_path: Optional[Path] = None,
                         *, use_cache: bool = True) -> Dict[str, Any]:
     """Fingerprint a split: a folder (walked recursively) or a `.txt` list of images, as ultralytics reads it."""

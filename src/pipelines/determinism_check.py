@@ -64,9 +64,7 @@ def check_determinism(request: DeterminismRequest, record_run: Optional[str] = N
 
 def _validated(request: DeterminismRequest) -> DeterminismRequest:
     """Everything a training would refuse, refused here first, in this process; paths made absolute."""
-    from src.common.config_manager import ConfigManager
-    from src.pipelines.runner import resolve_device, resolve_subtask
-    from src.tasks import load_task
+    from src.pipelines.job import open_job, resolve_device
 
     if isinstance(request.epochs, bool) or not isinstance(request.epochs, int) or request.epochs < 1:
         raise UserError(f"--epochs must be a positive integer, got {request.epochs!r}")
@@ -74,12 +72,11 @@ def _validated(request: DeterminismRequest) -> DeterminismRequest:
         value = getattr(request, name)
         if not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
             raise UserError(f"--{name} must be a finite number >= 0, got {value!r}")
-    cm = ConfigManager(request.config_path, request.overrides, request.seed)
-    config = cm.get_config()
-    task_module = load_task(request.task)
-    subtask = resolve_subtask(task_module, config, request.task, request.subtask)
-    resolve_device(config.get("device", "auto"))
-    task_module.prepare_train(config, subtask, request.train_data, request.val_data, request.data_yaml)
+    job = open_job(request.config_path, request.task, request.subtask, request.overrides, request.seed)
+    cm, subtask = job.cm, job.subtask
+    device = resolve_device(job.config["device"])
+    job.task_module.prepare_train(job.config, subtask, request.train_data, request.val_data, request.data_yaml,
+                                  device)
     absolute = {k: str(Path(getattr(request, k)).expanduser().resolve()) if getattr(request, k) else None
                 for k in ("config_path", "train_data", "val_data", "data_yaml")}
     # The seed is pinned here so both processes use the same one whatever STREET_SCENE_SEED they see.

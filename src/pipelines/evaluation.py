@@ -1,8 +1,11 @@
 """The shared evaluation lifecycle: load a checkpoint, check it belongs here, verify config, evaluate, save."""
 
 import json
+import math
 import re
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,8 +17,7 @@ from src.common.config_manager import ConfigManager
 from src.common.dictdiff import format_changes
 from src.common.errors import UserError
 from src.pipelines.context import EvalContext
-from src.pipelines.runner import resolve_device, resolve_subtask
-from src.tasks import load_task
+from src.pipelines.job import open_job, resolve_device
 
 
 class ConfigMismatchError(UserError):
@@ -50,11 +52,12 @@ def config_mismatch_lines(cm: ConfigManager, ckpt: Dict[str, Any]) -> List[str]:
 
 def evaluate(request: EvalRequest) -> Dict[str, Any]:
     """Evaluate a checkpoint on test data; returns the metrics dict (also saved beside the checkpoint)."""
-    cm = ConfigManager(request.config_path, request.overrides, request.seed)
-    config = cm.get_config()
-    task_module = load_task(request.task)
-    subtask = resolve_subtask(task_module, config, request.task, request.subtask)
-    if request.allow_legacy and hasattr(task_module, "before_legacy_load"):
+    job = open_job(request.config_path, request.task, request.subtask, request.overrides, request.seed)
+    cm, config, task_module, subtask = job.cm, job.config, job.task_module, job.subtask
+    if request.allow_legacy:
+        if not getattr(task_module, "ACCEPTS_LEGACY_CHECKPOINTS", False):  # refuse before anything is unpickled
+            raise UserError(f"--allow-legacy-checkpoint is not supported for --task {request.task}: only street-scene "
+                            "checkpoints can be evaluated; drop the flag")
         task_module.before_legacy_load()  # unpickling imports the library that wrote the file
     ckpt = load_checkpoint(Path(request.checkpoint_path), allow_legacy=request.allow_legacy)
     if ckpt.get("legacy"):
@@ -78,14 +81,57 @@ def evaluate(request: EvalRequest) -> Dict[str, Any]:
         for line in previous_test_data_lines(ckpt_path, fingerprints):
             print(line)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
-    out_dir = ckpt_path.parent / "evaluations" / f"{stamp}_{ckpt_path.stem}"
-    ctx = EvalContext(config=config, task=request.task, subtask=subtask,
-                      device=resolve_device(config.get("device", "auto")), checkpoint=ckpt,
-                      checkpoint_path=ckpt_path, data=data, output_dir=out_dir)
-    metrics = task_module.evaluate(ctx)
-    if request.save_results:
-        _save_results(out_dir.with_suffix(".json"), request, ckpt, data, metrics, fingerprints)
-    return metrics
+    out_dir = _evaluations_dir(ckpt_path) / f"{stamp}_{ckpt_path.stem}"
+    temporary = out_dir.parent.parent != ckpt_path.parent
+    try:
+        ctx = EvalContext(config=config, task=request.task, subtask=subtask,
+                          device=resolve_device(config["device"]), checkpoint=ckpt,
+                          checkpoint_path=ckpt_path, data=data, output_dir=out_dir)
+        result = evaluation_result(request, subtask, ckpt, task_module.evaluate(ctx))
+    finally:
+        if temporary:
+            shutil.rmtree(out_dir.parent.parent, ignore_errors=True)
+    if request.save_results and not temporary:
+        _save_results(out_dir.with_suffix(".json"), result, data, fingerprints)
+    return result
+
+
+def _evaluations_dir(ckpt_path: Path) -> Path:
+    """`<checkpoint folder>/evaluations`, or a temporary folder when the checkpoint's folder is read-only (results
+    are then printed but not saved; a model store mounted read-only must still be evaluable)."""
+    folder = ckpt_path.parent / "evaluations"
+    try:
+        folder.mkdir(exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+        return folder
+    except OSError as exc:
+        print(f"warning: cannot write {folder} ({exc.strerror}); evaluation results will not be saved beside the "
+              "checkpoint", file=sys.stderr)
+        return Path(tempfile.mkdtemp(prefix="street-scene-eval-")) / "evaluations"
+
+
+def evaluation_result(request: EvalRequest, subtask: str, ckpt: Dict[str, Any], found: Dict[str, Any]
+                      ) -> Dict[str, Any]:
+    """The one shape every task's evaluation has: what was evaluated, then `metrics` (`test/<name>`),
+    `per_class` ({class: {`test/<name>`: value}}) and `details`. NaN (a class absent from the test set) is null."""
+    return {
+        "task": request.task, "subtask": subtask, "split": "test",
+        "run_id": (ckpt.get("metadata") or {}).get("run_id"),
+        "checkpoint": str(Path(request.checkpoint_path).resolve()),
+        "checkpoint_config_hash": ckpt.get("config_hash"),
+        "metrics": _finite_or_none(found["metrics"]),
+        "per_class": _finite_or_none(found.get("per_class") or {}),
+        "details": _finite_or_none(found.get("details") or {}),
+    }
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 _RESULT_NAME = re.compile(r"^\d{8}_\d{6}_\d{6}_(.+)\.json$")  # <stamp>_<checkpoint stem>.json, see evaluate()
@@ -142,20 +188,12 @@ def _check_checkpoint_matches(ckpt: Dict[str, Any], task: str, subtask: str, pat
                         f"{subtask}; pass --{task}-task {ckpt['subtask']}")
 
 
-def _save_results(path: Path, request: EvalRequest, ckpt: Dict[str, Any], data: Dict[str, Any],
-                  metrics: Dict[str, Any], fingerprints: Optional[Dict[str, Any]] = None) -> None:
-    record = {
-        "checkpoint": str(Path(request.checkpoint_path).resolve()),
-        "checkpoint_config_hash": ckpt.get("config_hash"),
-        "run_id": (ckpt.get("metadata") or {}).get("run_id"),
-        "task": request.task,
-        "test_data": data.get("record", {}),
-        "test_data_fingerprints": fingerprints,
-        "evaluated_at": datetime.now().isoformat(timespec="seconds"),
-        "metrics": metrics,
-    }
+def _save_results(path: Path, result: Dict[str, Any], data: Dict[str, Any],
+                  fingerprints: Optional[Dict[str, Any]] = None) -> None:
+    record = {**result, "test_data": data.get("record", {}), "test_data_fingerprints": fingerprints,
+              "evaluated_at": datetime.now().isoformat(timespec="seconds")}
     try:
         path.parent.mkdir(exist_ok=True)  # <checkpoint dir>/evaluations/; atomic writes never create folders
-        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")  # class-id order kept
     except OSError as exc:  # a read-only model store must not make evaluation fail
         print(f"warning: could not save evaluation results to {path}: {exc.strerror}", file=sys.stderr)

@@ -131,18 +131,14 @@ def load_original(ref: str, epochs: Optional[int]) -> _Original:
 
 def preflight(original: _Original, overrides: Sequence[str]) -> Dict[str, Any]:
     """Differences between what the run recorded and now, plus the data paths the re-run will use."""
-    from src.common.config_manager import ConfigManager
-    from src.pipelines.runner import resolve_device, resolve_subtask
-    from src.tasks import load_task
+    from src.pipelines.job import open_job, resolve_device
 
     meta, run_dir = original.meta, original.run_dir
-    task_module = load_task(meta["task"])
-    cm = ConfigManager(run_dir / "config.yaml", overrides, meta["seed"])
-    config = cm.get_config()
-    subtask = resolve_subtask(task_module, config, meta["task"], meta["subtask"])
-    device = resolve_device(config.get("device", "auto"))
+    job = open_job(run_dir / "config.yaml", meta["task"], meta["subtask"], overrides, meta["seed"])
+    cm = job.cm
+    device = resolve_device(job.config["device"])
     train, val, data_yaml = checks.data_paths(meta, original.ref)
-    prepared = task_module.prepare_train(config, subtask, train, val, data_yaml)
+    prepared = job.task_module.prepare_train(job.config, job.subtask, train, val, data_yaml, device)
     fingerprints = (prepared.get("metadata") or {}).get("dataset_fingerprints")
     code, notes = checks.current_code(run_dir, meta)
     differences = {"code": code, "data": checks.data_differences(meta, fingerprints),

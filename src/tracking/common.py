@@ -37,7 +37,7 @@ class RunRecord:
     config: Dict[str, Any]
     params: Dict[str, str]  # dotted config key -> value in JSON form
     history: List[Dict[str, Any]]  # metrics.csv rows: {"epoch": int, metric: number}
-    final_metrics: Dict[str, float]  # result.metrics, renamed `final/<name>` where history has <name>
+    final_metrics: Dict[str, float]  # result.metrics (numbers), under the names metrics.csv and the registry use
     tags: Dict[str, str]
     artifacts: List[Path]
     checkpoint: Optional[Path]  # best_model.pth when it exists
@@ -111,14 +111,13 @@ def to_json_text(value: Any) -> str:
 
 
 def final_metrics(metrics: Dict[str, Any], history: Sequence[Dict[str, Any]]) -> Dict[str, float]:
-    """Numeric `result.metrics`; a name that is also a per-epoch metric becomes `final/<name>` (not a new point
-    in that metric's history)."""
-    per_epoch = {key for row in history for key in row}
-    out = {}
-    for name, value in metrics.items():
-        if is_number(value):
-            out[f"final/{name}" if name in per_epoch else str(name)] = float(value)
-    return out
+    """Numeric `result.metrics`, under their own names (one name per metric everywhere). `val/*` entries are the
+    best epoch's values, which the history already holds at that epoch's step."""
+    return {str(name): float(value) for name, value in metrics.items() if is_number(value)}
+
+
+def history_names(history: Sequence[Dict[str, Any]]) -> set:
+    return {key for row in history for key in row if key != "epoch"}
 
 
 def run_tags(meta: Dict[str, Any], dir_name: str) -> Dict[str, str]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
 from src.common.errors import UserError
-from src.tracking.common import DEFAULT_PROJECT, TAG_PREFIX, RunRecord, TrackerUnavailable, is_number, short_error
+from src.tracking.common import (DEFAULT_PROJECT, TAG_PREFIX, RunRecord, TrackerUnavailable, history_names, is_number,
+                                 short_error)
 
 RUN_ID_TAG = TAG_PREFIX + "run_id"
 LOGGED_CHECKPOINT_TAG = TAG_PREFIX + "logged_checkpoint_sha256"  # what is in the run's checkpoint/ artifacts
@@ -160,7 +161,10 @@ class MlflowTarget:
                 seen.setdefault(key, {}).setdefault(m.step, []).append(m.value)
         last_epoch = max((row["epoch"] for row in record.history), default=0)
         points = [(metric_key(k), v, row["epoch"]) for row in record.history for k, v in row.items() if k != "epoch"]
-        points += [(metric_key(k), v, last_epoch) for k, v in record.final_metrics.items()]
+        # A result metric that is also a per-epoch metric (val/mAP50 of the best epoch) is already a point of that
+        # series; logging it again at the last step would change the series, not add a summary.
+        per_epoch = history_names(record.history)
+        points += [(metric_key(k), v, last_epoch) for k, v in record.final_metrics.items() if k not in per_epoch]
         now = _now_ms()
         missing = [Metric(k, v, now, step) for k, v, step in points
                    if not any(_same(v, old) for old in seen.get(k, {}).get(step, []))]

@@ -10,13 +10,12 @@ deterministic algorithms before building the model, and switches them off again 
 """
 
 import contextlib
-import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from src.common.errors import UserError
+from src.common.errors import RunFailedError, UserError
 from src.data.data_yaml import parse_class_names, read_dataset_yaml
 from src.tasks.detection.weights import build_model, fp32_cpu_state, load_pretrained, plain_data
 
@@ -27,16 +26,13 @@ _VAL_KEYS = {
     "metrics/mAP50(B)": "val/mAP50",
     "metrics/mAP50-95(B)": "val/mAP50-95",
 }
-# Set by train_yolo itself. `pretrained`/`resume` would load (or download) weights behind our back, `amp` runs
-# check_amp (a download) on GPU, `deterministic`/`seed` are the reproducibility contract.
+# Set by train_yolo itself and never taken from `train_args`. `pretrained`/`resume` would load (or download)
+# weights behind our back, `amp` runs check_amp (a download) on GPU, `deterministic`/`seed` are the
+# reproducibility contract, `save`/`save_period` would write pickled checkpoints we replace with our own.
 _RESERVED_ARGS = frozenset({
-    "model", "data", "epochs", "batch", "imgsz", "lr0", "seed", "device", "workers", "optimizer", "project",
-    "name", "exist_ok", "deterministic", "amp", "val", "plots", "pretrained", "resume", "mode", "task", "save_dir",
+    "model", "data", "seed", "device", "project", "name", "exist_ok", "deterministic", "amp", "val", "pretrained",
+    "resume", "mode", "task", "save_dir", "save", "save_period", "cfg", "time",
 })
-# 'auto' is left out on purpose: it silently replaces lr0 with its own choice.
-_OPTIMIZERS = ("SGD", "MuSGD", "Adam", "Adamax", "AdamW", "NAdam", "RAdam", "RMSprop")
-
-
 @dataclass(frozen=True)
 class EpochRecord:
     """One finished epoch: `epoch` is 1-based; `model_state()` is the fp32 CPU EMA state, only inside on_epoch."""
@@ -80,8 +76,8 @@ class _StateSnapshot:
 class _EpochTracker:
     """ultralytics callbacks -> EpochRecords, the on_epoch hook and the best epoch's weights."""
 
-    def __init__(self, on_epoch: Callable[[EpochRecord], None], architecture: str):
-        self.on_epoch, self.architecture = on_epoch, architecture
+    def __init__(self, on_epoch: Callable[[EpochRecord], None], architecture: str, train_args: dict):
+        self.on_epoch, self.architecture, self.train_args = on_epoch, architecture, train_args
         self.pending = None  # 0-based epoch whose training pass ended and whose validation is awaited
         self.records = []
         self.best = None  # (value, record, state)
@@ -89,7 +85,16 @@ class _EpochTracker:
         self.num_threads = 0
         self.determinism = None  # the settings ultralytics' init_seeds put in force, read during training
 
+    def on_train_batch_end(self, trainer) -> None:
+        # ultralytics only warns about a NaN loss on the first epoch and "recovers" from last.pt later (which
+        # we never write): fail the run at the first non-finite step instead.
+        loss = trainer.loss
+        if loss is not None and not bool(loss.detach().isfinite().all()):
+            raise RunFailedError(f"training loss became {float(loss.detach().sum())} at epoch {trainer.epoch + 1}; "
+                                 "lower detection.training.learning_rate or check the labels")
+
     def on_train_epoch_end(self, trainer) -> None:
+        _check_effective_args(trainer.args, self.train_args, "during training")  # e.g. an OOM halved the batch
         self.pending = trainer.epoch
         if self.determinism is None:
             from src.common.seeding import determinism_settings
@@ -107,8 +112,11 @@ class _EpochTracker:
         snapshot = _StateSnapshot(trainer.ema.ema, trainer.epoch + 1)
         # trainer.stop already holds "final epoch or early stop" when this callback runs
         record = EpochRecord(trainer.epoch + 1, _epoch_metrics(trainer), self.spec, bool(trainer.stop), snapshot)
+        bad = sorted(k for k, v in record.metrics.items() if not math.isfinite(v))
+        if bad:
+            raise RunFailedError(f"{', '.join(bad)} became {record.metrics[bad[0]]} at epoch {record.epoch}; lower "
+                                 "detection.training.learning_rate or check the data")
         value = record.metrics[BEST_METRIC]
-        value = -math.inf if math.isnan(value) else value
         if self.best is None or value > self.best[0]:
             self.best = (value, record, snapshot())
         try:
@@ -136,11 +144,14 @@ def _epoch_metrics(trainer) -> dict:
     return metrics
 
 
-def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: str, epochs: int, batch: int,
-               imgsz: int, lr0: float, seed: int, device: str, workers: int, optimizer: str, extra_args: dict,
-               weights: Optional[Path], on_epoch: Callable[[EpochRecord], None], plots: bool = True,
+def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: str, train_args: dict, seed: int,
+               device: str, weights: Optional[Path], on_epoch: Callable[[EpochRecord], None],
                stop_after_epoch: Optional[int] = None, model=None) -> TrainResult:
     """Train `architecture` (an ultralytics model yaml) from scratch or from local `weights`; see TrainResult.
+
+    `train_args` are ultralytics train arguments (epochs, batch, imgsz, lr0, ... as src.tasks.detection.schema
+    maps a config); each must be what ultralytics actually trains with: one it changes (an OOM retry halving
+    `batch`, ...) fails the run, and so does a difference in the `args.yaml` it records.
 
     `model` is the unused YOLO object check_train_inputs returned for the same architecture, or None to build
     one here. Reusing it changes nothing in the run: the trainer rebuilds the network from its yaml after
@@ -151,28 +162,29 @@ def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: s
     """
     import torch
 
-    _check_train_args(epochs=epochs, batch=batch, imgsz=imgsz, optimizer=optimizer, extra_args=extra_args)
     data_yaml = Path(data_yaml).expanduser().resolve()
     parse_class_names(read_dataset_yaml(data_yaml), data_yaml)  # refuses `download:`, which ultralytics would run
     if model is not None and getattr(model, "trainer", None) is not None:
         raise ValueError("train_yolo(model=...) takes the untrained YOLO object check_train_inputs returned")
     yolo = model if model is not None else _new_yolo(architecture)
+    _check_train_args(train_args, yolo)
     if weights is not None:
         yolo.load(load_pretrained(weights))  # transfers every tensor whose name and shape match
-    tracker = _EpochTracker(on_epoch, architecture)
+    tracker = _EpochTracker(on_epoch, architecture, train_args)
     if stop_after_epoch is not None:  # registered before the tracker, so its record already sees trainer.stop
         yolo.add_callback("on_fit_epoch_end", _stop_after(stop_after_epoch))
+    yolo.add_callback("on_train_batch_end", tracker.on_train_batch_end)
     yolo.add_callback("on_train_epoch_end", tracker.on_train_epoch_end)
     yolo.add_callback("on_fit_epoch_end", tracker.on_fit_epoch_end)
     # ultralytics' select_device() pins CPU training to min(8, cpu_count - 1) threads: a fixed rule, so a run
     # does not depend on the thread count the process happened to have (CPU kernels can depend on it).
     threads = torch.get_num_threads()
-    args = dict(data=str(data_yaml), epochs=epochs, batch=batch, imgsz=imgsz, lr0=lr0, seed=seed, device=device,
-                workers=workers, optimizer=optimizer, project=str(Path(project_dir).expanduser().resolve()),
-                name=name, exist_ok=True, deterministic=True, amp=False, val=True, plots=plots)
+    save_dir = Path(project_dir).expanduser().resolve() / name
+    args = dict(data=str(data_yaml), seed=seed, device=device, project=str(save_dir.parent), name=name,
+                exist_ok=True, deterministic=True, amp=False, val=True, save=False)
     try:
-        with _dataset_errors_as_user_errors():
-            yolo.train(**extra_args, **args)
+        with _dataset_errors_as_user_errors(), _nan_recovery_as_run_failure():
+            yolo.train(**train_args, **args)
     except FileNotFoundError as e:
         # With save=False ultralytics writes last.pt only at the planned final epoch; when patience/time stop the
         # run earlier, YOLO.train() fails *after* training while reloading that file into the YOLO object, which
@@ -182,7 +194,49 @@ def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: s
             raise
     finally:
         torch.set_num_threads(threads)  # the trainer's select_device() changed it for the whole process
+    _check_effective_args(yolo.trainer.args, train_args, "during training")
+    _check_recorded_args(save_dir / "args.yaml", train_args)
     return _train_result(tracker)
+
+
+def _check_effective_args(effective, requested: dict, when: str) -> None:
+    """Fail the run when ultralytics is not using a value we passed (and recorded in config.yaml)."""
+    for key, wanted in requested.items():
+        actual = getattr(effective, key, None)
+        if not _same_value(actual, wanted):
+            raise RunFailedError(f"ultralytics changed {key} from {wanted!r} to {actual!r} {when}, so the run would "
+                                 "not be what config.yaml records; set a value it keeps (e.g. a smaller batch)")
+
+
+def _check_recorded_args(args_yaml: Path, requested: dict) -> None:
+    from src.common.yaml_io import load_yaml
+
+    recorded = load_yaml(args_yaml)
+    for key, wanted in requested.items():
+        if not _same_value(recorded.get(key), wanted):
+            raise RunFailedError(f"ultralytics recorded {key}={recorded.get(key)!r} in {args_yaml}, but street-scene "
+                                 f"passed {wanted!r}")
+
+
+def _same_value(a, b) -> bool:
+    numbers = (int, float)
+    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool):
+        return float(a) == float(b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+@contextlib.contextmanager
+def _nan_recovery_as_run_failure():
+    # ultralytics' own NaN handling (8.4 `_handle_nan_recovery`) raises these when a fitness goes NaN after the
+    # first epoch; the batch and epoch checks above normally fail the run earlier, with a clearer message.
+    try:
+        yield
+    except RuntimeError as e:
+        if "NaN" not in str(e) or not str(e).startswith(("Fitness", "Loss", "Training failed", "Checkpoint")):
+            raise
+        raise RunFailedError(f"ultralytics stopped on non-finite values: {' '.join(str(e).split())}") from e
 
 
 def _stop_after(epoch: int) -> Callable:
@@ -209,7 +263,8 @@ def _train_result(tracker: _EpochTracker) -> TrainResult:
 def evaluate_yolo(*, model_spec: dict, model_state: dict, data_yaml: Path, split: str, imgsz: int, batch: int,
                   device: str, project_dir: Path, name: str, conf: float = 0.001, iou: float = 0.7,
                   plots: bool = True) -> dict:
-    """mAP50, mAP50-95, precision, recall, per_class_AP ({name: AP50-95, None when the split has none}), speed."""
+    """{"metrics": {<split>/mAP50, /mAP50-95, /precision, /recall}, "per_class": {name: {<split>/AP50-95,
+    <split>/AP50}} (None for classes without ground truth in the split), "details": {speed}}."""
     import torch
 
     data_yaml = Path(data_yaml).expanduser().resolve()
@@ -229,66 +284,64 @@ def evaluate_yolo(*, model_spec: dict, model_state: dict, data_yaml: Path, split
                                name=name, exist_ok=True)
     finally:
         torch.set_num_threads(threads)
-    return _eval_metrics(metrics, model_spec["names"])
+    return _eval_metrics(metrics, model_spec["names"], split)
 
 
-def _eval_metrics(metrics, names: list) -> dict:
+def _eval_metrics(metrics, names: list, split: str) -> dict:
+    """The evaluation result every task returns: flat `<split>/<metric>` numbers, per-class numbers, details."""
     box = metrics.box
-    per_class = dict.fromkeys(names)
+    per_class = {name: {f"{split}/AP50-95": None, f"{split}/AP50": None} for name in names}
     for i, c in enumerate(box.ap_class_index):  # classes with ground truth in this split
-        per_class[names[int(c)]] = float(box.ap[i])
-    return {"mAP50": float(box.map50), "mAP50-95": float(box.map), "precision": float(box.mp),
-            "recall": float(box.mr), "per_class_AP": per_class,
-            "speed": {k: float(v) for k, v in metrics.speed.items()}}
+        per_class[names[int(c)]] = {f"{split}/AP50-95": float(box.ap[i]), f"{split}/AP50": float(box.ap50[i])}
+    return {"metrics": {f"{split}/mAP50": float(box.map50), f"{split}/mAP50-95": float(box.map),
+                        f"{split}/precision": float(box.mp), f"{split}/recall": float(box.mr)},
+            "per_class": per_class,
+            "details": {"speed_ms_per_image": {k: float(v) for k, v in metrics.speed.items()}}}
 
 
-def check_train_inputs(*, architecture: str, epochs, batch, imgsz, optimizer, extra_args):
+def check_train_inputs(*, architecture: str, train_args: dict):
     """Everything train_yolo would refuse about its arguments, checked before a run dir exists.
 
     Returns the YOLO object built from `architecture` for the check: pass it to train_yolo(model=...) so the
     model is not built twice (a fixed cost of ~0.2 s per run for a nano model).
     """
-    _check_train_args(epochs=epochs, batch=batch, imgsz=imgsz, optimizer=optimizer, extra_args=extra_args)
-    return _new_yolo(architecture)
+    yolo = _new_yolo(architecture)
+    _check_train_args(train_args, yolo)
+    return yolo
 
 
-def _check_train_args(*, epochs, batch, imgsz, optimizer, extra_args) -> None:
+def _check_train_args(train_args: dict, yolo) -> None:
+    """The config schema already checked our keys; this checks them against ultralytics itself."""
     from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
 
-    for key, value in (("epochs", epochs), ("batch", batch), ("imgsz", imgsz)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"detection {key} must be a positive integer, got {value!r}")
-    if str(optimizer).lower() not in {o.lower() for o in _OPTIMIZERS}:
-        raise UserError(f"detection optimizer {optimizer!r} is not one of {', '.join(_OPTIMIZERS)} "
-                        "('auto' is refused: it ignores the configured learning rate)")
-    reserved = sorted(set(extra_args) & _RESERVED_ARGS)
+    reserved = sorted(set(train_args) & _RESERVED_ARGS)
     if reserved:
-        raise UserError(f"extra ultralytics arguments {reserved} are set by street-scene itself; remove them")
-    for key in extra_args:
-        if key not in DEFAULT_CFG_DICT:
-            close = difflib.get_close_matches(key, list(DEFAULT_CFG_DICT), n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UserError(f"unknown ultralytics training argument {key!r}{hint}")
+        raise UserError(f"ultralytics arguments {reserved} are set by street-scene itself; remove them")
+    unknown = sorted(set(train_args) - set(DEFAULT_CFG_DICT))
+    if unknown:
+        raise UserError(f"ultralytics {_version()} has no training argument {unknown[0]!r}")
     try:
-        check_cfg(dict(extra_args))  # ultralytics' own type/range checks, before any file is written
+        check_cfg(dict(train_args))  # ultralytics' own type/range checks, before any file is written
     except (TypeError, ValueError) as e:
-        raise UserError(f"extra ultralytics training arguments: {' '.join(str(e).split())}")
+        raise UserError(f"ultralytics training arguments: {' '.join(str(e).split())}")
+    stride = int(max(yolo.model.stride)) if hasattr(yolo.model, "stride") else 32
+    if train_args.get("imgsz", 0) % stride:
+        raise UserError(f"detection.training.image_size {train_args['imgsz']} is not a multiple of this model's "
+                        f"stride {stride}; ultralytics would round it up silently")
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("ultralytics")
 
 
 def _new_yolo(architecture: str):
-    from ultralytics import YOLO
+    """An untrained YOLO for an ultralytics model yaml, whose description passed the allow-list first (ultralytics
+    eval()s parts of it)."""
+    from src.tasks.detection.weights import build_untrained_yolo
 
-    if not str(architecture).lower().endswith((".yaml", ".yml")):
-        raise UserError(f"detection architecture must be an ultralytics model yaml such as yolo11n.yaml, got "
-                        f"{architecture!r}; pass pretrained weights separately as weights")
-    try:
-        yolo = YOLO(str(architecture))
-    except FileNotFoundError:
-        raise UserError(f"model yaml {architecture!r} not found: use a built-in name such as yolo11n.yaml or "
-                        "yolov8n.yaml, or the path of an existing yaml")
-    if yolo.task != "detect":
-        raise UserError(f"model yaml {architecture!r} builds a {yolo.task} model; detection needs a detect yaml")
-    return yolo
+    return build_untrained_yolo(architecture)
 
 
 @contextlib.contextmanager

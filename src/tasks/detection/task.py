@@ -5,9 +5,10 @@ from typing import Any, Dict, List, Optional
 
 from src.common.errors import UserError
 from src.tasks.config_sections import section, subtask_names
+from src.tasks.detection.engine import BEST_METRIC  # what best_model.pth is chosen by
 
 ULTRALYTICS_DIR = "ultralytics"  # ultralytics' own files (results.csv, plots, args.yaml) inside the run dir
-_AUGMENT_KEYS = ("mosaic", "close_mosaic", "fliplr", "scale", "translate", "hsv_h", "hsv_s", "hsv_v")
+ACCEPTS_LEGACY_CHECKPOINTS = True  # raw ultralytics .pt files, with --allow-legacy-checkpoint
 
 
 def subtasks(config: Dict[str, Any]) -> List[str]:
@@ -40,12 +41,15 @@ def _split(spec: Optional[str], role: str, names: List[str]):
     return split, stats
 
 
-def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str, Any]:
+def prepare_train(config, subtask, train_data, val_data, data_yaml, device: str = "cpu") -> Dict[str, Any]:
     """Validate data and config before the run dir exists; everything returned is plain or in-memory."""
     from src.common.fingerprint import fingerprint_splits
 
     names = resolve_names(config, subtask, data_yaml)
     args = _training_args(config)
+    if args["train_args"]["workers"] and device == "cpu":
+        raise UserError(f"detection.training.workers={args['train_args']['workers']} has no effect on CPU (ultralytics "
+                        "loads data in the main process there); set it to 0, or train on a GPU")
     train, train_stats = _split(train_data, "train", names)
     val, val_stats = _split(val_data, "val", names)
     yolo = _check_with_ultralytics(args)  # after the cheap data checks: this imports torch and ultralytics
@@ -61,35 +65,29 @@ def _check_with_ultralytics(args: Dict[str, Any]):
     """The YOLO object built while checking (train() trains it rather than building a second one)."""
     from src.tasks.detection.engine import check_train_inputs
     from src.tasks.detection.offline import configure_ultralytics, default_config_dir
+    from src.tasks.detection.weights import load_pretrained
 
     configure_ultralytics(default_config_dir())
-    return check_train_inputs(architecture=args["architecture"], epochs=args["epochs"], batch=args["batch"],
-                       imgsz=args["imgsz"], optimizer=args["optimizer"], extra_args=args["extra_args"])
+    if args["weights"] is not None:
+        load_pretrained(args["weights"])  # unreadable or foreign weights fail now, not after the run dir exists
+    return check_train_inputs(architecture=args["architecture"], train_args=args["train_args"])
 
 
 def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
+    from src.tasks.detection.schema import ultralytics_train_args
+
     model = section(config, "detection", "model")
-    training = section(config, "detection", "training")
-    augment = training.get("augmentation") or {}
-    extra = {"lrf": training.get("final_lr_factor", 0.01), "momentum": training.get("momentum", 0.937),
-             "weight_decay": training.get("weight_decay", 0.0005),
-             "warmup_epochs": training.get("warmup_epochs", 3.0), "patience": training.get("patience", 100),
-             "save": False}  # our checkpoints replace ultralytics' pickled best.pt/last.pt
-    extra.update({k: augment[k] for k in _AUGMENT_KEYS if k in augment})
-    weights = model.get("weights")
+    weights = model["weights"]
     if weights is not None and not Path(weights).expanduser().is_file():
         raise UserError(f"detection.model.weights {weights!r} is not a local file; street-scene never downloads "
                         "weights: give the path of a .pt/.pth file or null")
-    return {"architecture": model.get("architecture", "yolov8n.yaml"), "epochs": training.get("epochs"),
-            "batch": training.get("batch_size"), "imgsz": training.get("image_size"),
-            "lr0": training.get("learning_rate"), "optimizer": training.get("optimizer", "SGD"),
-            "workers": training.get("workers", 0), "plots": bool(training.get("plots", True)), "extra_args": extra,
+    return {"architecture": model["architecture"], "train_args": ultralytics_train_args(config),
             "weights": Path(weights).expanduser().resolve() if weights else None}
 
 
 def train(ctx) -> Dict[str, Any]:
     from src.data.detection_data import write_effective_data_yaml
-    from src.tasks.detection.engine import BEST_METRIC, train_yolo
+    from src.tasks.detection.engine import train_yolo
     from src.tasks.detection.offline import configure_ultralytics, default_config_dir
 
     configure_ultralytics(default_config_dir())
@@ -107,23 +105,30 @@ def train(ctx) -> Dict[str, Any]:
         ctx.save_checkpoint(record.epoch, record.model_state, record.model_spec, record.metrics,
                             is_best=is_best, last=record.last)
 
-    result = train_yolo(data_yaml=data_yaml, project_dir=ctx.run_dir, name=ULTRALYTICS_DIR, seed=ctx.seed,
-                        device=ctx.device, on_epoch=on_epoch, stop_after_epoch=ctx.stop_after_epoch,
-                        model=ctx.data.pop("yolo", None), **args)
+    result = train_yolo(architecture=args["architecture"], data_yaml=data_yaml, project_dir=ctx.run_dir,
+                        name=ULTRALYTICS_DIR, train_args=args["train_args"], seed=ctx.seed, device=ctx.device,
+                        weights=args["weights"], on_epoch=on_epoch, stop_after_epoch=ctx.stop_after_epoch,
+                        model=ctx.data.pop("yolo", None))
     for pickled in (ctx.run_dir / ULTRALYTICS_DIR / "weights").glob("*.pt"):
         pickled.unlink()  # ultralytics' own pickled copies; best_model.pth / checkpoint_epoch_N.pth replace them
-    if args["plots"]:  # ultralytics drew the curves of these epochs already (results.png from results.csv)
-        ctx.curves_image = ctx.run_dir / ULTRALYTICS_DIR / "results.png"
     ctx.metadata_updates["determinism_during_training"] = result.determinism
     ctx.metadata_updates["num_threads_during_training"] = result.num_threads
-    m = result.best_metrics
-    return {"best_val_metric": m[BEST_METRIC], "best_epoch": result.best_epoch, "mAP50-95": m[BEST_METRIC],
-            "mAP50": m["val/mAP50"], "precision": m["val/precision"], "recall": m["val/recall"],
-            "epochs_completed": len(result.epochs)}
+    return result_metrics(ctx.history, result.best_epoch)
+
+
+def result_metrics(history: List[Dict[str, Any]], best_epoch: int) -> Dict[str, Any]:
+    """What the registry records of a finished run, from its metrics.csv rows: the best epoch's validation
+    metrics under their own names, plus best_val_metric (= val/mAP50-95), best_epoch and epochs_completed."""
+    row = next(r for r in history if r["epoch"] == best_epoch)
+    return {"best_val_metric": row[BEST_METRIC], "best_epoch": best_epoch, "epochs_completed": len(history),
+            **{k: v for k, v in row.items() if k.startswith("val/") and "loss" not in k}}
 
 
 def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
+    from src.tasks.detection.model_yaml import check_model_spec
+
     model = _model_of(ckpt)
+    model["model_spec"] = check_model_spec(model["model_spec"], "checkpoint")  # damaged or hostile: one line now
     names = list(model["model_spec"]["names"])
     if data_yaml is not None:
         from src.data.data_yaml import parse_class_names, read_dataset_yaml
@@ -163,11 +168,10 @@ def evaluate(ctx) -> Dict[str, Any]:
     test = ctx.data["test"]
     # ultralytics insists on train/val keys; all point at the test split, evaluated as split="test".
     data_yaml = write_effective_data_yaml(ctx.output_dir / "data.yaml", test, test, test, names=ctx.data["names"])
-    evaluation = (ctx.config.get("detection") or {}).get("evaluation") or {}
+    evaluation = section(ctx.config, "detection", "evaluation")
     model = ctx.data["model"]
     return evaluate_yolo(model_spec=model["model_spec"], model_state=model["model_state"],
                          data_yaml=data_yaml, split="test", imgsz=model["model_spec"]["imgsz"],
-                         batch=evaluation.get("batch_size", 16), device=ctx.device,
+                         batch=evaluation["batch_size"], device=ctx.device,
                          project_dir=ctx.output_dir.parent, name=ctx.output_dir.name,
-                         conf=evaluation.get("conf", 0.001), iou=evaluation.get("iou", 0.7),
-                         plots=bool(evaluation.get("plots", True)))
+                         conf=evaluation["conf"], iou=evaluation["iou"], plots=evaluation["plots"])

@@ -12,19 +12,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
-from src.common.errors import UserError
+from src.common.errors import RunFailedError, UserError
 from src.common import distributed as dist_utils
 from src.tasks.segmentation.dataset import SegmentationDataset, make_eval_loader, make_train_loader
 from src.tasks.segmentation.metrics import SegmentationMetrics
 from src.tasks.segmentation.progress import ProgressBar
+from src.tasks.segmentation.schema import OPTIMIZERS, SCHEDULERS  # the config schema owns the lists
 from src.tasks.segmentation.state import (capture_rng_state, cpu_copy, fp32_state_dict, restore_rng_state,
                                           seed_all, state_dict_sha256)
 from src.tasks.segmentation.transforms import TrainAugment
 
 __all__ = ["train_segmentation", "evaluate_segmentation", "state_dict_sha256", "OPTIMIZERS", "SCHEDULERS"]
 
-OPTIMIZERS = ("sgd", "adamw", "adam")
-SCHEDULERS = ("poly", "cosine", "constant")  # stepped once per iteration
 TRAIN_STATE_FORMAT = "segmentation-train-state/1"
 
 
@@ -99,6 +98,7 @@ class Loop:
 
     epochs: int
     batch_size: int
+    eval_batch_size: int
     seed: int
     workers: int
     ignore_index: int
@@ -112,11 +112,13 @@ def train_segmentation(*, model, train_items, val_items, num_classes: int, ignor
                        resume_state: Optional[dict] = None, progress: bool = True,
                        class_names: Optional[Sequence[str]] = None,
                        scale_range: Tuple[float, float] = (0.5, 2.0), hflip_prob: float = 0.5,
-                       stop_after: Optional[int] = None) -> dict:
+                       stop_after: Optional[int] = None, eval_batch_size: Optional[int] = None) -> dict:
     """Train `model` in place for `epochs` (continuing from `resume_state` when given); see module docstring.
 
     `stop_after` ends training after that epoch while every schedule still spans `epochs` (cheap reproduction
-    of a run's first epochs).
+    of a run's first epochs). Validation runs at full resolution in batches of `eval_batch_size` (default
+    `batch_size`). A non-finite training loss, validation loss or mIoU fails the call with RunFailedError: on one
+    process at the first such step, under torchrun at the end of that epoch (every process sees the same sums).
 
     After each epoch the main process calls `on_epoch(epoch_1based, metrics, get_train_state)`; the callback runs
     RNG-neutral (states are restored after it). Returns `history` (metrics per epoch, resumed ones included),
@@ -133,7 +135,8 @@ def train_segmentation(*, model, train_items, val_items, num_classes: int, ignor
     crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
     ctx = dist_utils.init_distributed(device)
     try:
-        loop = Loop(epochs, batch_size, seed, workers, ignore_index, progress and ctx.rank == 0)
+        loop = Loop(epochs, batch_size, eval_batch_size or batch_size, seed, workers, ignore_index,
+                    progress and ctx.rank == 0)
         train_set = SegmentationDataset(train_items, TrainAugment(crop, ignore_index, tuple(scale_range),
                                                                   hflip_prob), seed)
         metrics = SegmentationMetrics(num_classes, ignore_index, class_names, ctx.device)
@@ -165,7 +168,7 @@ def _fit(ctx, loop: Loop, model, train_set, val_items, metrics, *, optimizer, lr
     else:
         seed_all(loop.seed + ctx.rank)  # dropout masks differ per process, as they would on one big batch
     net = dist_utils.wrap_model(model, ctx)
-    val_loader = make_eval_loader(val_items, batch_size=loop.batch_size, workers=loop.workers,
+    val_loader = make_eval_loader(val_items, batch_size=loop.eval_batch_size, workers=loop.workers,
                                   ignore_index=loop.ignore_index, rank=ctx.rank, world_size=ctx.world_size,
                                   pin_memory=device.type == "cuda")
     best_state = None
@@ -175,6 +178,7 @@ def _fit(ctx, loop: Loop, model, train_set, val_items, metrics, *, optimizer, lr
         dist_utils.broadcast_buffers(model)
         row = {"train/loss": train_loss, **evaluate_model(model, val_loader, metrics, loop.ignore_index),
                "lr": last_lr}
+        _check_finite(row, epoch + 1)
         book["history"].append(row)
         if not math.isnan(row["val/mIoU"]) and row["val/mIoU"] > book["best_metric"]:
             book["best_epoch"], book["best_metric"] = epoch + 1, row["val/mIoU"]
@@ -203,6 +207,9 @@ def _train_epoch(net, train_set, opt, sched, ctx, loop: Loop, epoch: int):
         for images, masks in loader:
             images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             loss = segmentation_loss(net(images), masks, loop.ignore_index)
+            if ctx.world_size == 1 and not bool(torch.isfinite(loss)):  # under torchrun: the epoch check below
+                raise RunFailedError(f"training loss became {float(loss)} at epoch {epoch + 1}, step {steps + 1}; "
+                                     "lower segmentation.training.learning_rate or check the masks")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -213,6 +220,14 @@ def _train_epoch(net, train_set, opt, sched, ctx, loop: Loop, epoch: int):
             bar.update(1, **({"loss": float(total) / steps} if bar.enabled else {}))
     total, steps = dist_utils.all_reduce_sum([float(total), steps], device)
     return total / max(steps, 1), last_lr
+
+
+def _check_finite(row: Dict[str, float], epoch: int) -> None:
+    # Per-class IoU is NaN for a class absent from the validation set (see metrics.py): that is not a failure.
+    bad = sorted(k for k, v in row.items() if "IoU_" not in k and not math.isfinite(v))
+    if bad:
+        raise RunFailedError(f"{', '.join(bad)} became {row[bad[0]]} at epoch {epoch}; lower "
+                             "segmentation.training.learning_rate, or check that validation masks hold labelled pixels")
 
 
 def evaluate_model(model, loader, metrics, ignore_index: int, prefix: str = "val/") -> Dict[str, float]:

@@ -22,13 +22,11 @@ def resolve_classes(config: Dict[str, Any], subtask: str, data_yaml: Optional[st
     from src.data.segmentation_data import load_segmentation_yaml
 
     task_cfg = section(config, "segmentation", "tasks", subtask)
-    configured, ignore = task_cfg.get("classes"), task_cfg.get("ignore_index", 255)
+    configured, ignore = task_cfg["classes"], task_cfg["ignore_index"]
     if data_yaml is None:
-        if not configured:
-            raise UserError(f"no --data-yaml given and segmentation.tasks.{subtask}.classes is empty")
         return [str(c) for c in configured], int(ignore)
     names, yaml_ignore = load_segmentation_yaml(data_yaml)
-    if configured and list(configured) != names:
+    if list(configured) != names:
         raise UserError(f"class names in {data_yaml} {names} differ from segmentation.tasks.{subtask}.classes "
                         f"{list(configured)}; use the data yaml of {subtask} or fix the config")
     if yaml_ignore != ignore:
@@ -53,22 +51,20 @@ def _items(split) -> list:
 
 def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
     t = section(config, "segmentation", "training")
-    crop = t.get("crop_size", [128, 256])
-    return {"epochs": t.get("epochs"), "batch_size": t.get("batch_size"), "lr": t.get("learning_rate"),
-            "weight_decay": t.get("weight_decay", 0.0), "optimizer": t.get("optimizer", "sgd"),
-            "scheduler": t.get("scheduler", "poly"), "crop_size": tuple(crop) if isinstance(crop, list) else crop,
-            "workers": t.get("workers", 0), "scale_range": tuple(t.get("scale_range", [0.5, 2.0])),
-            "hflip_prob": t.get("hflip_prob", 0.5)}
+    return {"epochs": t["epochs"], "batch_size": t["batch_size"], "lr": t["learning_rate"],
+            "weight_decay": t["weight_decay"], "optimizer": t["optimizer"], "scheduler": t["scheduler"],
+            "crop_size": tuple(t["crop_size"]), "workers": t["workers"], "scale_range": tuple(t["scale_range"]),
+            "hflip_prob": t["hflip_prob"],
+            "eval_batch_size": section(config, "segmentation", "evaluation")["batch_size"]}
 
 
 def _model_spec(config: Dict[str, Any], names: List[str], ignore_index: int) -> Dict[str, Any]:
-    model = section(config, "segmentation", "model")
-    return {"architecture": model.get("architecture", "lraspp_mobilenet_v3_large"), "names": names,
+    return {"architecture": section(config, "segmentation", "model")["architecture"], "names": names,
             "num_classes": len(names), "ignore_index": ignore_index}
 
 
 def _weights(config: Dict[str, Any]) -> Optional[Path]:
-    weights = section(config, "segmentation", "model").get("weights")
+    weights = section(config, "segmentation", "model")["weights"]
     if weights is None:
         return None
     path = Path(weights).expanduser()
@@ -83,12 +79,15 @@ def total_epochs(config: Dict[str, Any]) -> int:
     return int(_training_args(config)["epochs"])
 
 
-def prepare_train(config, subtask, train_data, val_data, data_yaml) -> Dict[str, Any]:
+def prepare_train(config, subtask, train_data, val_data, data_yaml, device: str = "cpu") -> Dict[str, Any]:
     from src.common.fingerprint import fingerprint_splits
 
     names, ignore = resolve_classes(config, subtask, data_yaml)
-    _training_args(config)
-    _weights(config)
+    weights = _weights(config)
+    if weights is not None:  # unreadable or mismatching weights fail now, before the run dir exists
+        from src.tasks.segmentation.models import build_model
+
+        build_model(_model_spec(config, names, ignore)["architecture"], len(names), weights)
     train, train_stats = _split(train_data, "train", names, ignore)
     val, val_stats = _split(val_data, "val", names, ignore)
     record = {"train": str(train.root), "val": str(val.root), "train_spec": train_data, "val_spec": val_data,
@@ -132,10 +131,15 @@ def train(ctx) -> Dict[str, Any]:
                                 class_names=names, stop_after=ctx.stop_after_epoch, **args)
     ctx.metadata_updates["determinism_during_training"] = result["determinism"]
     ctx.metadata_updates["world_size"] = result["world_size"]
-    final = result["final_metrics"]
-    return {"best_val_metric": result["best_val_metric"], "best_epoch": result["best_epoch"],
-            "mIoU": result["best_val_metric"], "final_mIoU": final.get(BEST_METRIC),
-            "pixel_accuracy": final.get("val/pixel_accuracy"), "epochs_completed": len(result["history"])}
+    return result_metrics(ctx.history, result["best_epoch"])
+
+
+def result_metrics(history: List[Dict[str, Any]], best_epoch: int) -> Dict[str, Any]:
+    """What the registry records of a finished run, from its metrics.csv rows: the best epoch's val/loss,
+    val/mIoU and val/pixel_accuracy, plus best_val_metric (= val/mIoU), best_epoch and epochs_completed."""
+    row = next(r for r in history if r["epoch"] == best_epoch)
+    return {"best_val_metric": row[BEST_METRIC], "best_epoch": best_epoch, "epochs_completed": len(history),
+            **{k: v for k, v in row.items() if k.startswith("val/") and "IoU_" not in k}}
 
 
 def _epoch_line(epoch: int, epochs: int, metrics: Dict[str, Any]) -> str:
@@ -143,10 +147,22 @@ def _epoch_line(epoch: int, epochs: int, metrics: Dict[str, Any]) -> str:
     return f"epoch {epoch}/{epochs}: " + " ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
 
 
+def check_model_spec(spec: Any, where: str) -> Dict[str, Any]:
+    """A segmentation model_spec: known architecture, class names matching num_classes, a valid ignore index."""
+    from src.tasks.segmentation.schema import ARCHITECTURES
+
+    ok = (isinstance(spec, dict) and spec.get("architecture") in ARCHITECTURES
+          and isinstance(spec.get("names"), list) and all(isinstance(n, str) for n in spec["names"])
+          and type(spec.get("num_classes")) is int and spec["num_classes"] == len(spec["names"]) > 0
+          and type(spec.get("ignore_index")) is int and 0 <= spec["ignore_index"] <= 255)
+    if not ok:
+        raise UserError(f"{where}: model_spec is not a segmentation model description (architecture one of "
+                        f"{', '.join(ARCHITECTURES)}, names, num_classes, ignore_index); the checkpoint is damaged")
+    return spec
+
+
 def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
-    if ckpt.get("legacy"):
-        raise UserError("legacy checkpoints cannot be evaluated for segmentation")
-    spec = ckpt["model_spec"]
+    spec = check_model_spec(ckpt["model_spec"], "checkpoint")
     names, ignore = list(spec["names"]), int(spec["ignore_index"])
     if data_yaml is not None:
         yaml_names, yaml_ignore = resolve_classes(config, subtask, data_yaml)
@@ -164,7 +180,10 @@ def evaluate(ctx) -> Dict[str, Any]:
     spec = ctx.checkpoint["model_spec"]
     model = build_model(spec["architecture"], int(spec["num_classes"]), None)
     model.load_state_dict(ctx.checkpoint["model_state"])
-    batch = ((ctx.config.get("segmentation") or {}).get("evaluation") or {}).get("batch_size", 4)
-    return evaluate_segmentation(model=model, items=_items(ctx.data["test"]), num_classes=int(spec["num_classes"]),
+    batch = section(ctx.config, "segmentation", "evaluation")["batch_size"]
+    split = "test"
+    flat = evaluate_segmentation(model=model, items=_items(ctx.data["test"]), num_classes=int(spec["num_classes"]),
                                  ignore_index=int(spec["ignore_index"]), batch_size=batch, device=ctx.device,
-                                 class_names=list(spec["names"]), prefix="")
+                                 class_names=list(spec["names"]), prefix=f"{split}/")
+    per_class = {name: {f"{split}/IoU": flat.pop(f"{split}/IoU_{name}")} for name in spec["names"]}
+    return {"metrics": flat, "per_class": per_class, "details": {}}
