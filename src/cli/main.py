@@ -17,6 +17,7 @@ COMMANDS = {
     "sync": "src.cli.sync_cmd",
     "reproduce": "src.cli.reproduce_cmd",
     "check-determinism": "src.cli.determinism_cmd",
+    "runs": "src.cli.runs_cmd",
 }
 
 
@@ -54,7 +55,7 @@ _OS_HINTS = {
 
 def run_command(run, args) -> int:
     """Run a command function; bad input and refused file operations become one line on stderr and exit 2."""
-    from src.common.errors import UserError
+    from src.common.errors import RunInterrupted, UserError
 
     debug = os.environ.get(DEBUG_ENV) == "1"
     try:
@@ -63,6 +64,8 @@ def run_command(run, args) -> int:
         return _fail(f"error: {exc}", exc.exit_code, debug)
     except OSError as exc:  # disk full, read-only, a file where a folder should be: the user can fix these
         return _fail(os_error_line(exc), 2, debug)
+    except RunInterrupted as exc:  # SIGTERM/SIGHUP: a run in progress was marked failed on the way out
+        return _fail(f"error: {exc}", exc.exit_code, debug)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -128,12 +128,19 @@ def _rebuild(args) -> int:
     report = registry.rebuild(args.outputs)
     if report.moved_aside:
         print(f"moved the corrupt registry aside to {report.moved_aside}")
+    from src.pipelines.run_status import EMPTY, STALE, run_state
+
     for run_dir, why in report.skipped:
-        print(f"skipped {run_dir.name}: {why}")
+        state = run_state(run_dir)
+        print(f"skipped {run_dir.name}: " + (f"{state.status}: {state.note}" if state.status == STALE else why))
+    empty = [p for p in sorted(report.outputs_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")
+             and run_state(p).status == EMPTY]
+    for run_dir in empty:
+        print(f"skipped {run_dir.name}: empty (killed before it recorded anything); nothing to keep, delete it")
     for run_id in report.dropped:
         print(f"dropped {run_id}: no completed run directory for it under {report.outputs_dir}")
     print(f"rebuilt {registry.path}: {len(report.entries)} entries from {report.outputs_dir}, "
-          f"{len(report.skipped)} run directories skipped")
+          f"{len(report.skipped) + len(empty)} run directories skipped")
     return 0
 
 

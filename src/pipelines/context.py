@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 from src.common.atomic import atomic_write_text, atomic_write_with
 from src.common.background_writer import BackgroundWriter
 from src.common.checkpoint import build_checkpoint, save_checkpoint
+from src.common.metadata import METADATA_FILE, now_iso, update_metadata
 
 BEST_CHECKPOINT = "best_model.pth"
 METRICS_FILE = "metrics.csv"
@@ -71,7 +72,8 @@ class TrainContext:
             model_state = model_state()
         ckpt = build_checkpoint(task=self.task, subtask=self.subtask, model_state=model_state,
                                 model_spec=model_spec, epoch=epoch, metrics=metrics, config=self.config,
-                                config_hash=self.config_hash, metadata=self.metadata, train_state=train_state)
+                                config_hash=self.config_hash, metadata=self.metadata, train_state=train_state,
+                                final=last)
         # build_checkpoint copied the weights; the rest (optimizer state tensors are updated in place by the
         # next step, dicts may change) is copied here too, so the background write sees this epoch only.
         ckpt.update(copy.deepcopy({k: v for k, v in ckpt.items() if k != "model_state"}))
@@ -110,11 +112,14 @@ class TrainContext:
             old.unlink()
 
     def log_epoch(self, epoch: int, metrics: Dict[str, Any]) -> None:
-        """Record one epoch's metrics: metrics.csv (rewritten atomically) and any tracking hooks."""
+        """Record one epoch's metrics: metrics.csv (rewritten atomically), the run's heartbeat in metadata.yaml,
+        and any tracking hooks."""
         row = {"epoch": epoch, **{k: _scalar(v) for k, v in metrics.items()}}
         self.history = [r for r in self.history if r["epoch"] != epoch] + [row]
         if self.is_main:
             write_metrics_csv(self.run_dir / METRICS_FILE, self.history)
+            if (self.run_dir / METADATA_FILE).is_file():  # the runner wrote it; unit tests may not have
+                update_metadata(self.run_dir, heartbeat_at=now_iso(), epochs_done=epoch)
             for hook in self.epoch_hooks:
                 hook(epoch, dict(row))
 

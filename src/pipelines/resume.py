@@ -1,5 +1,6 @@
 """Resuming a run: find the checkpoint, refuse config changes that would alter results, reopen the run dir."""
 
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -38,6 +39,11 @@ def load_resume(ref: str, cm: ConfigManager, task_module, task: str, subtask: st
     run_dir = ckpt_path.parent
     if not (run_dir / "metadata.yaml").is_file():
         raise UserError(f"{ckpt_path} is not inside a run directory (no metadata.yaml beside it)")
+    from src.common.run_liveness import lock_is_free
+
+    if not lock_is_free(run_dir):  # checked again, atomically, when the lock is taken
+        raise UserError(f"run {run_dir.name} is still being trained by another process (pid "
+                        f"{read_metadata(run_dir).get('pid')}); wait for it to finish or stop it before --resume")
     later = [p.name for p in run_dir.glob("checkpoint_epoch_*.pth") if _epoch_of(p) > ckpt["epoch"]]
     if later:
         raise UserError(f"run {run_dir.name} already has {', '.join(sorted(later))}; resuming from epoch "
@@ -50,7 +56,8 @@ def load_resume(ref: str, cm: ConfigManager, task_module, task: str, subtask: st
     total = task_module.total_epochs(cm.get_config()) if hasattr(task_module, "total_epochs") else None
     if total is not None and ckpt["epoch"] >= total:
         raise UserError(f"run {run_dir.name} already trained all {total} epochs ({ckpt_path.name}); nothing to "
-                        "resume: evaluate its best_model.pth, or start a new run to train longer")
+                        f"resume: if it died before registering, run `street-scene runs finalize {run_dir.name}`; "
+                        "to train longer, start a new run")
     best_to_restore(run_dir, ckpt)  # refuses, before anything is written, a best model that cannot be rebuilt
     return ckpt, run_dir
 
@@ -102,7 +109,10 @@ def check_run_name(run_dir: Path, run_name) -> None:
 
 
 def reopen_run(run_dir: Path, ckpt: Dict[str, Any], cm: ConfigManager, command: str) -> Dict[str, Any]:
-    """Mark the run running again and record the resume; returns the metadata."""
+    """Mark the run running again and record the resume; returns the metadata. The caller holds the run's lock."""
+    from src.common.run_liveness import remove_temp_files
+
+    remove_temp_files(run_dir)  # half-written files of the process that died
     best = best_to_restore(run_dir, ckpt)
     if best is not None:
         save_checkpoint(run_dir / BEST_CHECKPOINT, best)
@@ -112,7 +122,7 @@ def reopen_run(run_dir: Path, ckpt: Dict[str, Any], cm: ConfigManager, command: 
     resumes: List[Dict[str, Any]] = list(meta.get("resumes") or [])
     resumes.append({"at": now_iso(), "from_epoch": int(ckpt["epoch"]), "command": command,
                     "changed_keys": changed, "previous_status": meta.get("status")})
-    meta.update(status="running", finished_at=None, resumes=resumes)
+    meta.update(status="running", finished_at=None, resumes=resumes, pid=os.getpid(), heartbeat_at=now_iso())
     meta.pop("error", None)
     write_metadata(run_dir, meta)
     return meta

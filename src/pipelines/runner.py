@@ -5,21 +5,23 @@ validate everything -> create the run dir -> record config/metadata/environment 
 """
 
 import contextlib
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
-from src.common.atomic import atomic_write_bytes, atomic_write_text
+from src.common.atomic import atomic_write_text
 from src.common.checkpoint import file_sha256
-from src.common.config_manager import ConfigManager
-from src.common.errors import UserError
+from src.common.errors import RunFailedError, RunInterrupted, UserError
 from src.common.metadata import (METADATA_FILE, collect_metadata, environment_lines, now_iso, read_metadata,
                                  update_metadata, write_metadata)
-from src.common.run_dir import validate_run_name
+from src.common.model_registry import REGISTRY_ENV
+from src.common.run_dir import OUTPUT_DIR_ENV, output_root, validate_run_name
+from src.common.writable import check_writable
 from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, TrainContext, read_metrics_csv
-from src.tasks import load_task
+from src.pipelines.job import Job, open_job, resolve_device, resolve_subtask  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -52,60 +54,52 @@ class TrainResult:
     checkpoint_path: Path
 
 
-def resolve_device(requested: Any) -> str:
-    """'auto' -> 'cuda' when available else 'cpu'; anything else is checked, not guessed."""
-    import torch
+@dataclass
+class _Plan:
+    """Everything resolved and checked before the run directory exists."""
 
-    name = str(requested if requested is not None else "auto").strip().lower()
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"config device {requested!r} asks for CUDA but no GPU is available; set device=cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise UserError(f"config device {requested!r} is not one of auto, cpu, cuda, cuda:N")
-    return name
-
-
-def resolve_subtask(task_module, config: Dict[str, Any], task: str, subtask: Optional[str]) -> str:
-    known = task_module.subtasks(config)
-    if subtask is None:
-        if len(known) == 1:
-            return known[0]
-        raise UserError(f"--{task}-task is required; choose one of {', '.join(known)}")
-    if subtask not in known:
-        raise UserError(f"unknown --{task}-task {subtask!r}; choose one of {', '.join(known)} "
-                        f"(defined under {task}.tasks in the config)")
-    return subtask
-
-
-def _checkpoint_policy(config: Dict[str, Any]) -> Dict[str, int]:
-    policy = config.get("checkpoint") or {}
-    save_every, keep_last = policy.get("save_every", 1), policy.get("keep_last", 0)
-    for key, value in (("save_every", save_every), ("keep_last", keep_last)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise UserError(f"config checkpoint.{key} must be an integer >= 0, got {value!r}")
-    return {"save_every": save_every, "keep_last": keep_last}
+    request: TrainRequest
+    job: Job
+    device: str
+    data: Dict[str, Any]
+    resume: Optional[Tuple[Dict[str, Any], Path]]  # (checkpoint, run dir) when continuing a run
+    tracking: bool
+    registry: Any = None  # ModelRegistry on the writing process, None elsewhere
+    main: bool = True
 
 
 def train(request: TrainRequest, registry=None) -> TrainResult:
     """Run one training job end to end; see the module docstring. Under torchrun only rank 0 writes."""
     from src.common import distributed
-    from src.common.model_registry import ModelRegistry
 
+    plan = _plan(request)
+    dist = distributed.init_distributed(plan.device)
+    try:
+        plan.main = dist.rank == 0
+        plan.device = dist.device
+        if plan.main:
+            plan.registry = _writable_registry(registry, request)
+            check_writable(output_root(request.output_dir), "the output directory",  # before training, not after
+                           f"set {OUTPUT_DIR_ENV} to a writable folder", is_dir=True)
+        return _run(plan)
+    finally:
+        if dist.created_group:
+            distributed.cleanup()
+
+
+def _plan(request: TrainRequest) -> _Plan:
+    """Validate config, subtask, device, data, weights and resume target; nothing is written."""
     if request.run_name is not None:
         validate_run_name(request.run_name)
-    cm = ConfigManager(request.config_path, request.overrides, request.seed)
-    config = cm.get_config()
-    task_module = load_task(request.task)
-    subtask = resolve_subtask(task_module, config, request.task, request.subtask)
-    policy = _checkpoint_policy(config)
+    job = open_job(request.config_path, request.task, request.subtask, request.overrides, request.seed)
     resume = None
     if request.resume:
         from src.pipelines.resume import load_resume
 
-        resume = load_resume(request.resume, cm, task_module, request.task, subtask)
-    data = task_module.prepare_train(config, subtask, request.train_data, request.val_data, request.data_yaml)
-    device = resolve_device(config.get("device", "auto"))  # imports torch: after the cheap checks
+        resume = load_resume(request.resume, job.cm, job.task_module, request.task, job.subtask)
+    device = resolve_device(job.config["device"])  # imports torch: after the cheap checks
+    data = job.task_module.prepare_train(job.config, job.subtask, request.train_data, request.val_data,
+                                         request.data_yaml, device)
     if resume is not None:
         from src.pipelines.resume import check_run_name, check_same_data
 
@@ -113,66 +107,76 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
         check_run_name(resume[1], request.run_name)
     from src.tracking.live import live_settings
 
-    trackers = live_settings(config, mlflow=request.mlflow, wandb=request.wandb)  # bad tracking config fails now
-    tracking = any(t.enabled for t in trackers)
-    dist = distributed.init_distributed(device)
-    try:
-        main = dist.rank == 0
-        registry = (registry or ModelRegistry(request.registry_path)) if main else None
-        if main:
-            registry.list_entries()  # a corrupt registry fails now, before hours of training, not after
-        return _run(request, cm, task_module, subtask, dist.device, policy, data, resume, registry, main,
-                    tracking)
-    finally:
-        if dist.created_group:
-            distributed.cleanup()
+    trackers = live_settings(job.config, mlflow=request.mlflow, wandb=request.wandb)  # bad tracking config fails now
+    return _Plan(request=request, job=job, device=device, data=data, resume=resume,
+                 tracking=any(t.enabled for t in trackers))
 
 
-def _run(request, cm, task_module, subtask, device, policy, data, resume, registry, main, tracking) -> TrainResult:
+def _writable_registry(registry, request: TrainRequest):
+    from src.common.model_registry import ModelRegistry
+
+    registry = registry or ModelRegistry(request.registry_path)
+    registry.list_entries()  # a corrupt registry fails now, before hours of training, not after
+    check_writable(registry.path, "the model registry", f"set {REGISTRY_ENV} to a writable file")
+    return registry
+
+
+def _run(plan: _Plan) -> TrainResult:
+    """Create (or reopen) the run dir and hold its lock while training: a second `--resume` of a live run is
+    refused, and a run whose process died is recognisable as stale (see src.common.run_liveness)."""
     from src.common import distributed
+    from src.common.run_liveness import RunLock, signals_as_interrupts
     from src.common.seeding import default_num_threads, process_settings_restored
 
-    run_id = run_dir = None
-    if main:
-        if resume is None:
-            run_id, run_dir = cm.create_run_dir(request.run_name or subtask, request.output_dir)
-        else:
-            run_dir = resume[1]
-            run_id = run_dir.name
-    run_id, run_dir = distributed.broadcast_object((run_id, run_dir))
-    with process_settings_restored(default_num_threads()):
-        return _train_in_run_dir(request, cm, task_module, subtask, device, policy, data, resume, registry, main,
-                                 tracking, run_id, run_dir)
+    run_id = run_dir = lock = None
+    with signals_as_interrupts():
+        try:
+            if plan.main:
+                if plan.resume is None:
+                    run_id, run_dir = plan.job.cm.create_run_dir(plan.request.run_name or plan.job.subtask,
+                                                                 plan.request.output_dir)
+                    lock = RunLock(run_dir).acquire("trained")
+                else:
+                    run_dir = plan.resume[1]
+                    run_id = run_dir.name
+                    lock = RunLock(run_dir).acquire("resumed")  # before anything in it changes
+            run_id, run_dir = distributed.broadcast_object((run_id, run_dir))
+            with process_settings_restored(default_num_threads()):
+                return _train_in_run_dir(plan, run_id, run_dir)
+        finally:
+            if lock is not None:
+                lock.release()
 
 
-def _train_in_run_dir(request, cm, task_module, subtask, device, policy, data, resume, registry, main, tracking,
-                      run_id, run_dir) -> TrainResult:
-    from src.common.model_registry import build_entry
+def _train_in_run_dir(plan: _Plan, run_id: str, run_dir: Path) -> TrainResult:
     from src.common.run_log import tee_output
     from src.common.seeding import seed_everything
 
+    request, cm, main = plan.request, plan.job.cm, plan.main
     live = ctx = None
     try:
         seed_everything(cm.seed)  # before recording metadata, so it lists the settings in force
-        metadata = _open_run(run_dir, run_id, request, cm, subtask, device, data, resume) if main else {}
+        metadata = _open_run(run_dir, run_id, plan) if main else {}
         ctx = TrainContext(config=cm.get_config(), config_hash=cm.get_config_hash(), task=request.task,
-                           subtask=subtask, seed=cm.seed, device=device, run_id=run_id, run_dir=run_dir,
-                           data=data, metadata=metadata, stop_after_epoch=request.stop_after_epoch,
-                           resume=resume[0] if resume else None, is_main=main, **policy)
-        if main and tracking:
+                           subtask=plan.job.subtask, seed=cm.seed, device=plan.device, run_id=run_id,
+                           run_dir=run_dir, data=plan.data, metadata=metadata,
+                           stop_after_epoch=request.stop_after_epoch,
+                           resume=plan.resume[0] if plan.resume else None, is_main=main,
+                           **plan.job.config["checkpoint"])
+        if main and plan.tracking:
             from src.tracking.live import start_live_tracking
 
             live = start_live_tracking(ctx.config, run_dir, run_id, mlflow=request.mlflow, wandb=request.wandb)
             ctx.epoch_hooks.extend(live.hooks)
-        if resume is not None:
+        if plan.resume is not None:
             from src.pipelines.resume import history_until
 
-            ctx.history = history_until(run_dir, resume[0]["epoch"])
+            ctx.history = history_until(run_dir, plan.resume[0]["epoch"])
         with (tee_output(run_dir / "train.log") if main else contextlib.nullcontext()):
-            metrics = task_module.train(ctx)
+            metrics = plan.job.task_module.train(ctx)
             ctx.finish_checkpoints()  # every checkpoint on disk before checks, hashes and the registry
             if main:
-                _finish_artifacts(run_dir, ctx.curves_image)
+                _finish_artifacts(run_dir)
     except BaseException as exc:
         if ctx is not None:  # a failed run keeps the checkpoints it had finished writing
             ctx.finish_checkpoints(raise_errors=False)
@@ -188,29 +192,43 @@ def _train_in_run_dir(request, cm, task_module, subtask, device, policy, data, r
                                 "metrics": metrics})
         if live is not None:
             live.finish()
-        registry.register(build_entry(run_dir))
+        register_completed(plan.registry, run_dir)
         with tee_output(run_dir / "train.log"):
             print(f"Training completed. Results saved to {display_path(run_dir)}")
             print(f"Run ID: {run_id}")
     return TrainResult(run_id=run_id, run_dir=run_dir, metrics=metrics, checkpoint_path=best)
 
 
-def _open_run(run_dir, run_id, request, cm, subtask, device, data, resume) -> Dict[str, Any]:
-    if resume is None:
-        return _start_run(run_dir, run_id, request, cm, subtask, device, data)
+def register_completed(registry, run_dir: Path) -> None:
+    """Register a completed run; a failure (disk full, registry replaced by something unwritable) is one line
+    that says the run itself is fine and how to register it later."""
+    from src.common.model_registry import build_entry
+
+    try:
+        registry.register(build_entry(run_dir))
+    except (OSError, ValueError, UserError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise RunFailedError(f"run {run_dir.name} completed but could not be registered ({reason}); fix that, then "
+                             "run `street-scene registry rebuild` to add it") from exc
+
+
+def _open_run(run_dir: Path, run_id: str, plan: _Plan) -> Dict[str, Any]:
+    if plan.resume is None:
+        return _start_run(run_dir, run_id, plan)
     from src.pipelines.resume import reopen_run
 
-    return reopen_run(run_dir, resume[0], cm, " ".join(sys.argv))
+    return reopen_run(run_dir, plan.resume[0], plan.job.cm, " ".join(sys.argv))
 
 
-def _start_run(run_dir: Path, run_id: str, request: TrainRequest, cm: ConfigManager, subtask: str,
-               device: str, data: Dict[str, Any]) -> Dict[str, Any]:
+def _start_run(run_dir: Path, run_id: str, plan: _Plan) -> Dict[str, Any]:
     from src.common.seeding import determinism_settings
 
+    request, cm, subtask, data = plan.request, plan.job.cm, plan.job.subtask, plan.data
     cm.save_config(run_dir)
-    env_meta, diff = collect_metadata(device=device, determinism=determinism_settings())
+    env_meta, diff = collect_metadata(device=plan.device, determinism=determinism_settings())
     metadata = {
-        "run_id": run_id, "run_name": request.run_name or subtask, "status": "running",
+        "run_id": run_id, "run_name": request.run_name or subtask, "status": "running", "pid": os.getpid(),
+        "heartbeat_at": now_iso(),
         "task": request.task, "subtask": subtask, "config_hash": cm.get_config_hash(),
         "config_sha256": cm.get_config_sha256(), "config_source": str(Path(request.config_path).resolve()),
         "seed": cm.seed, "seed_source": cm.seed_source, "started_at": now_iso(), "finished_at": None,
@@ -227,21 +245,19 @@ def _start_run(run_dir: Path, run_id: str, request: TrainRequest, cm: ConfigMana
     return metadata
 
 
-def _finish_artifacts(run_dir: Path, curves_image: Optional[Path] = None) -> None:
+def _finish_artifacts(run_dir: Path) -> None:
     from src.common.curves import CURVES_FILE, plot_curves
 
-    if curves_image is not None and Path(curves_image).is_file():
-        atomic_write_bytes(run_dir / CURVES_FILE, Path(curves_image).read_bytes())
-    else:
-        rows = read_metrics_csv(run_dir / METRICS_FILE)
-        if rows:
-            plot_curves(rows, run_dir / CURVES_FILE)
+    # Always drawn from metrics.csv: the curves carry the same metric names as every other output.
+    rows = read_metrics_csv(run_dir / METRICS_FILE)
+    if rows:
+        plot_curves(rows, run_dir / CURVES_FILE)
     if not (run_dir / BEST_CHECKPOINT).is_file():
         raise RuntimeError(f"the task finished without writing {BEST_CHECKPOINT}")
 
 
 def _mark_failed(run_dir: Path, exc: BaseException) -> None:
-    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    reason = failure_reason(exc)
     try:
         meta = read_metadata(run_dir) if (run_dir / METADATA_FILE).is_file() else {"run_id": run_dir.name}
         meta.update(status="failed", finished_at=now_iso(), error=reason.strip()[:2000])
@@ -250,6 +266,15 @@ def _mark_failed(run_dir: Path, exc: BaseException) -> None:
             log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     except (OSError, UserError):
         pass  # the original error matters more than failing to annotate the run dir
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What metadata.yaml says a failed run died of: our one-line messages as they are, else the exception."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by SIGINT"
+    if isinstance(exc, (UserError, RunInterrupted)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def display_path(path: Path) -> str:
