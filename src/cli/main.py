@@ -21,8 +21,16 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, except that a usage error is one `error:` line (what, and where to read more), like every other
+    error of ours; `--help` still prints the full usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="street-scene",
         description="Reproducible training and evaluation of street-scene detection and segmentation models.",
     )
@@ -107,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def script_main(command: str, prog: str, argv: Optional[List[str]] = None) -> int:
     """Entry for scripts/<command>.py: one command's parser only, same behaviour as `street-scene <command>`."""
     module = importlib.import_module(COMMANDS[command])
-    parser = argparse.ArgumentParser(prog=prog, description=module.HELP)
+    parser = OneLineParser(prog=prog, description=module.HELP)
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     return run_command(module.run, args)

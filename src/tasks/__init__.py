@@ -53,6 +53,9 @@ def family_of_config(raw: Dict[str, Any], source: str, task: str = None) -> str:
         if task not in found and found:
             raise UserError(f"{source} is a {found[0]} config (it has a `{found[0]}:` section) but --task is "
                             f"{task}; use configs/{task}_config.yaml or --task {found[0]}")
+        if not found:
+            raise UserError(f"{source} has no task section: a --task {task} config needs a `{task}:` section with "
+                            f"at least `tasks:`; see configs/{task}_config.yaml")
         if len(found) > 1:
             extra = [name for name in found if name != task]
             raise UserError(f"{source} has a `{extra[0]}:` section, which a --task {task} run does not use; "
