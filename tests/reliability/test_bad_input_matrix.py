@@ -170,6 +170,13 @@ CASES = [
                                 "--val", "1", "--test", "0"), r"not empty|exists"),
     ("diff unknown run", ("diff", "a_run", "b_run"), r"unknown run"),
     ("reproduce unknown run", ("reproduce", "nope_run"), r"unknown run"),
+    # ---- places a finished run would write to, checked before training starts
+    ("registry under a file", ("env", {"STREET_SCENE_REGISTRY": "junk.pth/model_registry.json"}, seg_train()),
+     r"registry .*junk.pth/model_registry.json: Not a directory"),
+    ("registry is a folder", ("env", {"STREET_SCENE_REGISTRY": "data"}, seg_train()),
+     r"registry .*/data: Is a directory"),
+    ("outputs under a file", ("env", {"STREET_SCENE_OUTPUT_DIR": "junk.pth/outputs"}, seg_train()),
+     r"cannot create the output directory .*junk.pth is a file, not a directory"),
 ]
 
 
@@ -222,8 +229,11 @@ def results(workspace):
 
     def run(case):
         case_id, command, _ = case
-        argv = _command(workspace, case_id, command)
         env = workspace_env(workspace)
+        if command[0] == "env":
+            env.update({k: str(workspace / v) for k, v in command[1].items()})
+            command = command[2]
+        argv = _command(workspace, case_id, command)
         if argv[0] in ("train", "evaluate"):
             return case_id, run_script(f"{argv[0]}.py", *argv[1:], cwd=workspace, env=env, timeout=300)
         return case_id, run_cli(*argv, cwd=workspace, env=env, timeout=300)
