@@ -37,7 +37,7 @@ python scripts/evaluate.py \
   --checkpoint "$run_dir/best_model.pth" \
   --data-yaml configs/datasets/vehicle_detection.yaml \
   --verify-config --json > "$run_dir/demo_test_metrics.json"
-map50=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['mAP50'])" "$run_dir/demo_test_metrics.json")
+map50=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['metrics']['test/mAP50'])" "$run_dir/demo_test_metrics.json")
 
 echo "== registry =="
 street-scene registry list --task vehicle_detection
