@@ -1,6 +1,6 @@
 """Reading a task's part of the resolved config, with errors that point at the shipped example config."""
 
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from src.common.errors import UserError
 
@@ -13,11 +13,3 @@ def section(config: Dict[str, Any], *keys: str) -> Dict[str, Any]:
         if not isinstance(node, dict):
             raise UserError(f"config is missing the section {'.'.join(keys)}; see configs/{keys[0]}_config.yaml")
     return node
-
-
-def subtask_names(config: Dict[str, Any], family: str) -> List[str]:
-    """The `--<family>-task` choices: the keys of `<family>.tasks`."""
-    tasks = (config.get(family) or {}).get("tasks") or {}
-    if not isinstance(tasks, dict) or not tasks:
-        raise UserError(f"config has no {family}.tasks section; see configs/{family}_config.yaml")
-    return list(tasks)

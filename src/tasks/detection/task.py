@@ -4,15 +4,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from src.common.errors import UserError
-from src.tasks.config_sections import section, subtask_names
+from src.tasks.config_sections import section
 from src.tasks.detection.engine import BEST_METRIC  # what best_model.pth is chosen by
 
 ULTRALYTICS_DIR = "ultralytics"  # ultralytics' own files (results.csv, plots, args.yaml) inside the run dir
 ACCEPTS_LEGACY_CHECKPOINTS = True  # raw ultralytics .pt files, with --allow-legacy-checkpoint
 
-
-def subtasks(config: Dict[str, Any]) -> List[str]:
-    return subtask_names(config, "detection")
 
 
 def resolve_names(config: Dict[str, Any], subtask: str, data_yaml: Optional[str]) -> List[str]:

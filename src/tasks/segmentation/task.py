@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from src.common.errors import UserError
-from src.tasks.config_sections import section, subtask_names
+from src.tasks.config_sections import section
 
 BEST_METRIC = "val/mIoU"
 # Keys that may differ between a checkpoint's config and the config of a resumed run: where and how fast the
@@ -12,9 +12,6 @@ BEST_METRIC = "val/mIoU"
 RESUME_SAFE_KEYS = ("device", "checkpoint.save_every", "checkpoint.keep_last", "segmentation.training.workers",
                     "segmentation.evaluation.batch_size")
 
-
-def subtasks(config: Dict[str, Any]) -> List[str]:
-    return subtask_names(config, "segmentation")
 
 
 def resolve_classes(config: Dict[str, Any], subtask: str, data_yaml: Optional[str]):
