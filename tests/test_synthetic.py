@@ -296,3 +296,19 @@ def test_make_dataset_module_imports_nothing_heavy():
             "print([m for m in ('numpy', 'PIL', 'torch', 'ultralytics') if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_make_dataset_draws_a_subtask_defined_in_a_config(tmp_path):
+    from tests.helpers import run_cli
+
+    config = tmp_path / "c.yaml"
+    config.write_text("detection:\n  tasks:\n    signs_and_cars: {classes: [stop, car]}\n    trams: {classes: [tram]}\n")
+    proc = run_cli("make-dataset", "--config", config, "--task", "signs_and_cars", "--out", tmp_path / "d",
+                   "--train", "3", "--val", "1", "--test", "0", "--image-size", "64", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    labels = [line.split()[0] for f in (tmp_path / "d" / "train" / "labels").glob("*.txt")
+              for line in f.read_text().splitlines()]
+    assert labels and set(labels) <= {"0", "1"}  # class ids of [stop, car]
+    refused = run_cli("make-dataset", "--config", config, "--task", "trams", "--out", tmp_path / "t", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: no synthetic drawing for class 'tram'")
+    assert not (tmp_path / "t").exists()

@@ -69,10 +69,27 @@ _IGNORE_EDGES = ("car", "truck", "bus", "pedestrian")
 _SIGN_FACES = (shapes.stop, shapes.yield_sign, shapes.speed_limit, shapes.no_entry, shapes.pedestrian_crossing)
 
 
+# Every object the generator can draw for detection, by class name: a subtask defined in a config can be drawn
+# when all its class names are here.
+DRAWABLE = {name: spec for specs in DETECTION_TASKS.values() for name, spec in specs.items()}
+
+
+def detection_specs(task: str, classes=None) -> dict:
+    """{class name: drawing spec} in class-id order: the built-in subtask's, or `classes` (from a config)."""
+    if classes is None:
+        if task not in DETECTION_TASKS:
+            raise UserError(f"unknown detection task {task!r}; choose one of {', '.join(DETECTION_TASKS)}, or pass "
+                            "--config with a config that defines it")
+        return DETECTION_TASKS[task]
+    unknown = [c for c in classes if c not in DRAWABLE]
+    if unknown or not classes:
+        raise UserError(f"no synthetic drawing for class {unknown[0] if unknown else '(none)'!r} of {task}; the "
+                        f"generator draws {', '.join(DRAWABLE)}")
+    return {c: DRAWABLE[c] for c in classes}
+
+
 def detection_class_names(task: str) -> list[str]:
-    if task not in DETECTION_TASKS:
-        raise UserError(f"unknown detection task {task!r}; choose one of {', '.join(DETECTION_TASKS)}")
-    return list(DETECTION_TASKS[task])
+    return list(detection_specs(task))
 
 
 def _image_rng(seed: int, task: str, split: str, index: int):
@@ -93,11 +110,11 @@ def _object_prims(rng, spec, box, builder=None) -> list:
     return shapes.place((builder or spec["builder"])(w, h, rng), x0, y0, w, h, mirror)
 
 
-def draw_detection_image(rng, task: str, size: int):
+def draw_detection_image(rng, task: str, size: int, specs=None):
     """One square scene: `(PIL image, [(class_id, x0, y0, x1, y1), ...])` with exclusive pixel box ends."""
     from PIL import Image, ImageDraw
 
-    specs = DETECTION_TASKS[task]
+    specs = specs if specs is not None else DETECTION_TASKS[task]
     image = Image.new("RGB", (size, size))
     draw = ImageDraw.Draw(image)
     pieces, geometry = scene.street_background(rng, size, size, trees=True)
@@ -140,13 +157,13 @@ def _check_args(counts: dict, seed: int) -> None:
         raise UserError(f"seed must be an integer >= 0, got {seed!r}")
 
 
-def _write_detection_split(root: Path, task: str, split: str, n: int, seed: int, size: int) -> dict:
-    names = detection_class_names(task)
+def _write_detection_split(root: Path, task: str, split: str, n: int, seed: int, size: int, specs: dict) -> dict:
+    names = list(specs)
     per_class, background = dict.fromkeys(names, 0), 0
     (root / split / "images").mkdir(parents=True)
     (root / split / "labels").mkdir()
     for index in range(n):
-        image, boxes = draw_detection_image(_image_rng(seed, task, split, index), task, size)
+        image, boxes = draw_detection_image(_image_rng(seed, task, split, index), task, size, specs)
         stem = f"{split}_{index:05d}"
         _save_image(root / split / "images" / f"{stem}.jpg", image, "JPEG")
         atomic_write_text(root / split / "labels" / f"{stem}.txt", _label_text(boxes, size))
@@ -157,9 +174,12 @@ def _write_detection_split(root: Path, task: str, split: str, n: int, seed: int,
 
 
 def make_detection_dataset(task: str, out_dir, n_train: int, n_val: int, n_test: int, seed: int,
-                           image_size: int = 320) -> dict:
-    """Write `out_dir/{train,val,test}/{images,labels}` (YOLO layout); return counts per class per split."""
-    names = detection_class_names(task)
+                           image_size: int = 320, classes=None) -> dict:
+    """Write `out_dir/{train,val,test}/{images,labels}` (YOLO layout); return counts per class per split.
+
+    `classes` (a config subtask's class list) draws those classes instead of the built-in subtask's."""
+    specs = detection_specs(task, classes)
+    names = list(specs)
     counts = {"train": n_train, "val": n_val, "test": n_test}
     _check_args(counts, seed)
     if not isinstance(image_size, int) or not 64 <= image_size <= 4096:
@@ -170,7 +190,7 @@ def make_detection_dataset(task: str, out_dir, n_train: int, n_val: int, n_test:
     def build(root: Path) -> dict:
         for split, n in counts.items():
             if n:
-                summary["splits"][split] = _write_detection_split(root, task, split, n, seed, image_size)
+                summary["splits"][split] = _write_detection_split(root, task, split, n, seed, image_size, specs)
         return summary
 
     return _build_into(out_dir, build)
@@ -223,8 +243,12 @@ def _write_segmentation_split(root: Path, split: str, n: int, seed: int, size: t
 
 
 def make_segmentation_dataset(out_dir, n_train: int, n_val: int, n_test: int, seed: int,
-                              image_size: tuple[int, int] = (256, 128)) -> dict:
-    """Write `out_dir/{train,val,test}/{images,masks}/*.png`; `image_size` is (width, height)."""
+                              image_size: tuple[int, int] = (256, 128), classes=None, task: str = None) -> dict:
+    """Write `out_dir/{train,val,test}/{images,masks}/*.png`; `image_size` is (width, height). The scenes have
+    SEGMENTATION_CLASSES; a config subtask (`task`, `classes`) can use them when its classes are the same."""
+    if classes is not None and list(classes) != list(SEGMENTATION_CLASSES):
+        raise UserError(f"synthetic segmentation scenes have the classes {list(SEGMENTATION_CLASSES)} (mask value = "
+                        f"index); {task} has {list(classes)}")
     counts = {"train": n_train, "val": n_val, "test": n_test}
     _check_args(counts, seed)
     try:
@@ -234,7 +258,7 @@ def make_segmentation_dataset(out_dir, n_train: int, n_val: int, n_test: int, se
         valid = False
     if not valid:
         raise UserError(f"image size must be (width, height) with width 64-4096 and height 32-4096, got {image_size!r}")
-    summary = {"task": SEGMENTATION_TASK, "seed": seed, "image_size": [width, height],
+    summary = {"task": task or SEGMENTATION_TASK, "seed": seed, "image_size": [width, height],
                "generator_version": GENERATOR_VERSION, "names": list(SEGMENTATION_CLASSES),
                "ignore_index": IGNORE_INDEX, "splits": {}}
 
