@@ -285,3 +285,35 @@ def test_resume_refusals_change_nothing(base_run, tmp_path, case):
     assert expected in line and "Traceback" not in proc.stderr
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
     assert registry_entries(tmp_path) == [] and [p.name for p in (tmp_path / "outputs").iterdir()] == [base_run.id]
+
+
+def test_evaluate_beside_an_unwritable_checkpoint_folder_prints_results_and_writes_nothing(base_run, ws, tmp_path):
+    """A model store mounted read-only must still be evaluable: results are printed, not saved beside it. (As root
+    no folder is read-only; `evaluations` being a file makes writing there fail the same way.)"""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(base_run.dir / "best_model.pth", store / "best_model.pth")
+    (store / "evaluations").write_text("not a folder")
+    proc = run_script("evaluate.py", *eval_args(str(store / "best_model.pth"), "data/test", "--json"), cwd=ws,
+                      env=env_for(ws))
+    assert proc.returncode == 0, proc.stderr
+    assert "evaluation results will not be saved beside the checkpoint" in proc.stderr
+    assert json.loads(proc.stdout)["metrics"]["test/mIoU"] >= 0
+    assert sorted(p.name for p in store.iterdir()) == ["best_model.pth", "evaluations"]
+
+
+def test_a_completed_run_that_cannot_be_registered_says_so_in_one_line(base_run, tmp_path):
+    import errno
+
+    from src.common.errors import RunFailedError
+    from src.pipelines.runner import register_completed
+
+    class FullDisk:
+        def register(self, entry):
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "model_registry.json"))
+
+    with pytest.raises(RunFailedError) as err:
+        register_completed(FullDisk(), base_run.dir)
+    assert str(err.value) == (f"run {base_run.dir.name} completed but could not be registered (No space left on "
+                              "device); fix that, then run `street-scene registry rebuild` to add it")
+    assert err.value.exit_code == 1
