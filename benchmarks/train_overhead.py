@@ -127,21 +127,19 @@ def raw_train_args(args, data_yaml: Path, project: Path) -> dict:
     t = _training_args(cm.get_config())
     if t["weights"] is not None:
         raise SystemExit("the benchmark compares from-scratch training; the config sets detection.model.weights")
-    return {**t["extra_args"], "architecture": t["architecture"], "data": str(data_yaml), "epochs": t["epochs"],
-            "batch": t["batch"], "imgsz": t["imgsz"], "lr0": t["lr0"], "seed": cm.seed, "device": args.device,
-            "workers": t["workers"], "optimizer": t["optimizer"], "project": str(project), "name": ULTRALYTICS_DIR,
-            "exist_ok": True, "deterministic": True, "amp": False, "val": True, "plots": t.get("plots", True),
+    return {**t["train_args"], "architecture": t["architecture"], "data": str(data_yaml), "seed": cm.seed,
+            "device": args.device, "project": str(project), "name": ULTRALYTICS_DIR, "exist_ok": True,
+            "deterministic": True, "amp": False, "val": True, "save": False,
             "all_threads": args.raw_threads == "all"}
 
 
 def raw_eval_args(args, checkpoint: Path, data_yaml: Path, project: Path, name: str) -> dict:
     """What task.evaluate -> engine.evaluate_yolo pass to YOLO.val for our resolved config."""
     config = resolved_config(args).get_config()
-    e = (config.get("detection") or {}).get("evaluation") or {}
+    e = config["detection"]["evaluation"]
     return {"checkpoint": str(checkpoint), "architecture": "yolov8n.yaml", "data": str(data_yaml),
-            "split": "test", "batch": e.get("batch_size", 16), "device": args.device,
-            "conf": e.get("conf", 0.001), "iou": e.get("iou", 0.7), "plots": bool(e.get("plots", True)),
-            "project": str(project), "name": name, "exist_ok": True}
+            "split": "test", "batch": e["batch_size"], "device": args.device, "conf": e["conf"], "iou": e["iou"],
+            "plots": e["plots"], "project": str(project), "name": name, "exist_ok": True}
 
 
 def make_data(root: Path, args) -> dict:
@@ -213,7 +211,8 @@ class Bench:
         if measure:
             self._record("eval", "ours", measured)
         text = log.read_text(encoding="utf-8")
-        self.ours_metrics = json.loads(text[text.rindex("\n{\n"):])  # --json: the last top-level object
+        found = json.loads(text[text.rindex("\n{\n"):])["metrics"]  # --json: the last top-level object
+        self.ours_metrics = {"mAP50": found["test/mAP50"], "mAP50-95": found["test/mAP50-95"]}
 
     def raw_eval(self, tag: str, measure=True):
         spec = raw_eval_args(self.args, self.last_run_dir / "best_model.pth", self.data["test_yaml"],
