@@ -37,3 +37,21 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("STREET_SCENE_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+OFFLINE_ENV = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "ULTRALYTICS_API_KEY", "OMP_NUM_THREADS")
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    """configure_ultralytics into a temp cache dir for the module; the process env is restored afterwards."""
+    from src.tasks.detection.offline import configure_ultralytics
+
+    saved = {k: os.environ.get(k) for k in OFFLINE_ENV}
+    configure_ultralytics(tmp_path_factory.mktemp("cache") / "ultralytics")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -26,7 +26,6 @@ TRAIN = dict(architecture="yolov8n.yaml", seed=0, device="cpu", weights=None, tr
 
 def train_args(**change):
     return {**ARGS, **change}
-OFFLINE_ENV = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "ULTRALYTICS_API_KEY", "OMP_NUM_THREADS")
 
 
 def make_tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, size: int = 64, seed: int = 0) -> Path:
@@ -52,19 +51,6 @@ def make_tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, size: int = 
     return data_yaml
 
 
-@pytest.fixture(scope="module")
-def offline(tmp_path_factory):
-    """configure_ultralytics into a temp config dir; the process env is restored after the module."""
-    from src.tasks.detection.offline import configure_ultralytics
-
-    saved = {k: os.environ.get(k) for k in OFFLINE_ENV}
-    configure_ultralytics(tmp_path_factory.mktemp("yolo_config"))
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ ultralytics 8.4.190 keeps `<labels dir>.cache` beside each labels folder and rea
 and writes `<config dir>/label-caches/<sha256>.cache` instead.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 
 from tests.detection_e2e_support import VEHICLE_CLASSES, make_data
 
-OFFLINE_ENV = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "ULTRALYTICS_API_KEY", "OMP_NUM_THREADS")
 
 
 class _CreatesFile:
@@ -33,18 +31,6 @@ def plant_cache(path: Path, marker: Path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.fixture(scope="module")
-def offline(tmp_path_factory):
-    from src.tasks.detection.offline import configure_ultralytics
-
-    saved = {k: os.environ.get(k) for k in OFFLINE_ENV}
-    configure_ultralytics(tmp_path_factory.mktemp("cache") / "ultralytics")
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ checkpoint or a custom architecture yaml must never get that far with anything b
 
 import copy
 import glob
-import os
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from src.common.errors import UserError
 from src.tasks.detection import model_yaml as my
 from src.tasks.detection.model_yaml import check_model_yaml, load_architecture_yaml
 
-OFFLINE_ENV = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "ULTRALYTICS_API_KEY", "OMP_NUM_THREADS")
 EXPLOIT = "nn.SiLU() if __import__('os').system('touch PWNED')==0 else nn.SiLU()"
 
 
@@ -33,18 +31,6 @@ def _bundled_detect_yamls():
 BUNDLED = _bundled_detect_yamls()
 
 
-@pytest.fixture(scope="module")
-def offline(tmp_path_factory):
-    from src.tasks.detection.offline import configure_ultralytics
-
-    saved = {k: os.environ.get(k) for k in OFFLINE_ENV}
-    configure_ultralytics(tmp_path_factory.mktemp("cache") / "ultralytics")
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 @pytest.fixture

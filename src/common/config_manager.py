@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from src.common.dictdiff import diff_dicts, flatten
+from src.common.dictdiff import diff_dicts
 from src.common.errors import UserError
 from src.common.yaml_io import dump_yaml, load_yaml, parse_yaml, plain_scalar_tag
 
@@ -334,15 +334,6 @@ def _node_at(config: Dict[str, Any], keys: Tuple[str, ...]) -> Any:
     for part in keys:
         node = node.get(part) if isinstance(node, dict) else None
     return node
-
-
-def _section_keys(config: Dict[str, Any], prefix: str = "") -> set:
-    keys = set()
-    for k, v in config.items():
-        if isinstance(v, dict):
-            keys.add(prefix + str(k))
-            keys |= _section_keys(v, f"{prefix}{k}.")
-    return keys
 
 
 def coerce_to_default(default: Any, value: Any, dotted: str, text: str) -> Any:

@@ -21,7 +21,7 @@ from src.common.model_registry import REGISTRY_ENV
 from src.common.run_dir import OUTPUT_DIR_ENV, output_root, validate_run_name
 from src.common.writable import check_writable
 from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, TrainContext, read_metrics_csv
-from src.pipelines.job import Job, open_job, resolve_device, resolve_subtask  # noqa: F401  (re-exported)
+from src.pipelines.job import Job, open_job, resolve_device
 
 
 @dataclass

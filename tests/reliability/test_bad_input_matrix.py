@@ -185,7 +185,7 @@ def workspace(tmp_path_factory):
     """Data for both tasks, a registry with one entry, and the checkpoint/weights files the cases refer to."""
     import torch
 
-    from src.common.checkpoint import build_checkpoint, save_checkpoint
+    from src.common.checkpoint import build_checkpoint
     from src.common.model_registry import ModelRegistry
     from src.data.synthetic import make_detection_dataset, make_segmentation_dataset
 

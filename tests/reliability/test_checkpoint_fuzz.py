@@ -12,7 +12,6 @@ exploit.
 """
 
 import copy
-import os
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from tests.detection_e2e_support import (CONFIG, VEHICLE_CLASSES, VEHICLE_YAML, 
                                          workspace_env)
 from tests.helpers import run_script
 
-OFFLINE_ENV = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "ULTRALYTICS_API_KEY", "OMP_NUM_THREADS")
 EXPLOIT = "nn.SiLU() if __import__('os').system('touch PWNED')==0 else nn.SiLU()"
 
 
@@ -73,18 +71,6 @@ def mutated(ckpt: dict, sites, payload: str) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def offline(tmp_path_factory):
-    from src.tasks.detection.offline import configure_ultralytics
-
-    saved = {k: os.environ.get(k) for k in OFFLINE_ENV}
-    configure_ultralytics(tmp_path_factory.mktemp("cache") / "ultralytics")
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 def real_checkpoint(architecture: str) -> dict:
