@@ -394,3 +394,21 @@ def test_training_starts_from_local_pretrained_checkpoint(trained, data_yaml, tm
     assert len(convs) > 50
     assert all(torch.allclose(result.model_state[k], pretrained[k], rtol=1e-5, atol=1e-7) for k in convs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model.pth", "p"]
+
+
+def test_a_setting_ultralytics_did_not_apply_fails_the_run(tmp_path):
+    """The checks train_yolo runs during and after training: what ultralytics trains with (trainer.args) and what
+    it recorded (args.yaml) must be what we passed, e.g. not a batch an out-of-memory retry halved."""
+    from types import SimpleNamespace
+
+    from src.common.errors import RunFailedError
+    from src.tasks.detection.engine import _check_effective_args, _check_recorded_args
+
+    wanted = {"batch": 16, "lr0": 0.01, "mixup": 0.5, "freeze": [0, 1]}
+    _check_effective_args(SimpleNamespace(batch=16, lr0=0.01, mixup=0.5, freeze=(0, 1)), wanted, "during training")
+    with pytest.raises(RunFailedError, match=r"ultralytics changed batch from 16 to 8 during training"):
+        _check_effective_args(SimpleNamespace(batch=8, lr0=0.01, mixup=0.5, freeze=[0, 1]), wanted, "during training")
+    (tmp_path / "args.yaml").write_text("batch: 16\nlr0: 0.01\nmixup: 0.0\nfreeze: [0, 1]\n")
+    with pytest.raises(RunFailedError, match=r"ultralytics recorded mixup=0.0 in .*args.yaml, but street-scene "
+                                             r"passed 0.5"):
+        _check_recorded_args(tmp_path / "args.yaml", wanted)

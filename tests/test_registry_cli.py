@@ -217,3 +217,36 @@ def test_street_scene_registry_command(trained, isolated_env):
     proc = run_cli("registry", "best", "--task", TASK, "--metric", "loss", cwd=isolated_env, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: registry ") and "rebuild" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_rebuild_reports_stale_and_empty_run_directories(trained, isolated_env, capsys):
+    outputs = isolated_env / "outputs"
+    stale = make_run_dir(outputs, "20240104_000000_dead", {}, status="running")  # nobody holds its lock
+    (outputs / "20240105_000000_empty").mkdir()  # killed before it wrote metadata.yaml
+    assert cli("rebuild") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"skipped {stale.name}: stale: its process died; run `street-scene runs finalize {stale.name}`" in out
+    assert "skipped 20240105_000000_empty: empty (killed before it recorded anything); nothing to keep, delete it" \
+        in out
+    assert out[-1].endswith("3 entries from " + str(outputs) + ", 2 run directories skipped")
+
+
+def test_runs_lists_states_and_finalize_marks_an_unfinished_stale_run_failed(trained, isolated_env, capsys):
+    from src.cli import runs_cmd
+    from src.common.metadata import read_metadata
+
+    outputs = isolated_env / "outputs"
+    dead = make_run_dir(outputs, "20240104_000000_dead", {}, status="running")
+    parser = argparse.ArgumentParser(prog="street-scene runs")
+    runs_cmd.add_arguments(parser)
+    assert runs_cmd.run(parser.parse_args(["--json"])) == 0
+    states = {s["run_id"]: s["status"] for s in json.loads(capsys.readouterr().out)}
+    assert states == {"20240101_000000_a": "completed", "20240102_000000_b": "completed",
+                      "20240103_000000_c": "completed", dead.name: "stale"}
+    (dead / ".metadata.yaml.123.tmp").write_text("half")  # a killed writer's temp file
+    assert runs_cmd.run(parser.parse_args(["finalize", dead.name])) == 0
+    meta = read_metadata(dead)
+    assert meta["status"] == "failed" and "died after epoch 0 without finishing" in meta["error"]
+    assert not list(dead.glob(".*.tmp"))
+    with pytest.raises(UserError, match="is failed; only a stale run"):
+        runs_cmd.run(parser.parse_args(["finalize", dead.name]))

@@ -50,12 +50,12 @@ def run_state(run_dir: Path) -> RunState:
     status = str(meta.get("status"))
     state = RunState(str(meta.get("run_id") or run_dir.name), run_dir, status, meta.get("subtask"),
                      len(read_metrics_csv(run_dir / METRICS_FILE)), meta.get("heartbeat_at"))
+    who = f" (pid {meta.get('pid')} on {meta.get('hostname')})" if meta.get("pid") else ""
     if status == RUNNING and lock_is_free(run_dir):
         state.status = STALE
-        state.note = (f"its process died (pid {meta.get('pid')} on {meta.get('hostname')}); run "
-                      f"`street-scene runs finalize {state.run_id}`")
+        state.note = f"its process died{who}; run `street-scene runs finalize {state.run_id}`"
     elif status == RUNNING:
-        state.note = f"training now (pid {meta.get('pid')} on {meta.get('hostname')})"
+        state.note = f"training now{who}"
     elif status == "failed":
         state.note = _failed_note(run_dir, meta)
     return state
