@@ -44,12 +44,17 @@ OFFLINE_ENV = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR", "ULTRALYTI
 
 @pytest.fixture(scope="module")
 def offline(tmp_path_factory):
-    """configure_ultralytics into a temp cache dir for the module; the process env is restored afterwards."""
+    """configure_ultralytics into a temp cache dir for the module; the process env, torch's thread count and
+    determinism flags (raw ultralytics calls in a test change them) are restored afterwards."""
+    from src.common.seeding import process_settings_restored
     from src.tasks.detection.offline import configure_ultralytics
+
+    import torch
 
     saved = {k: os.environ.get(k) for k in OFFLINE_ENV}
     configure_ultralytics(tmp_path_factory.mktemp("cache") / "ultralytics")
-    yield
+    with process_settings_restored(torch.get_num_threads()):
+        yield
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

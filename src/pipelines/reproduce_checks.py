@@ -79,10 +79,12 @@ def current_code(run_dir: Path, meta: Dict[str, Any]) -> Tuple[List[str], List[s
 def current_environment(run_dir: Path, meta: Dict[str, Any], device: str, seed: int) -> Dict[str, List[str]]:
     """Package versions, device/hardware and determinism settings (as the runner will set them) vs recorded."""
     from src.common.metadata import environment_lines, hardware_info, package_versions
-    from src.common.seeding import seed_everything
+    from src.common.seeding import default_num_threads, process_settings_restored, seed_everything
 
-    with _determinism_restored():
-        settings = seed_everything(seed)  # as the runner will: the settings the re-run is going to have
+    # As the runner will (thread count pinned, then seeded): the settings the re-run is going to have, whatever
+    # ran before in this process.
+    with _determinism_restored(), process_settings_restored(default_num_threads()):
+        settings = seed_everything(seed)
     versions = field_differences(meta, package_versions(), VERSION_KEYS)
     packages = package_differences(_read_text(run_dir / ENVIRONMENT_FILE), environment_lines())
     recorded_det = meta.get("determinism") or {}

@@ -128,7 +128,9 @@ def train(ctx) -> Dict[str, Any]:
                                 class_names=names, stop_after=ctx.stop_after_epoch, **args)
     ctx.metadata_updates["determinism_during_training"] = result["determinism"]
     ctx.metadata_updates["world_size"] = result["world_size"]
-    return result_metrics(ctx.history, result["best_epoch"])
+    # The loop's own history (every process has it, resumed epochs included), under metrics.csv's names.
+    history = [{"epoch": i + 1, **row} for i, row in enumerate(result["history"])]
+    return result_metrics(history, result["best_epoch"])
 
 
 def result_metrics(history: List[Dict[str, Any]], best_epoch: int) -> Dict[str, Any]:
