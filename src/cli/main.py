@@ -11,6 +11,7 @@ COMMANDS = {
     "train": "src.cli.train",
     "evaluate": "src.cli.evaluate",
     "make-dataset": "src.cli.dataset_cmd",
+    "convert": "src.cli.convert_cmd",
     "registry": "src.cli.registry_cmd",
     "data": "src.cli.data_cmd",
     "diff": "src.cli.diff_cmd",
