@@ -87,7 +87,8 @@ def lookup_table(mapping: dict, class_ids: dict, ignore_index: int):
 def read(src: Path, images: Path | None, split: str | None) -> Source:
     """Every `*_leftImg8bit.png` of the split with its `*_gtFine_labelIds.png`."""
     if split not in SPLITS:
-        raise UserError(f"cityscapes needs --split {'|'.join(SPLITS)}, got {split!r}")
+        got = "" if split is None else f", got {split!r}"
+        raise UserError(f"cityscapes needs --split {'|'.join(SPLITS)}{got}")
     if not src.exists():
         raise UserError(f"Cityscapes root {src} does not exist; pass the folder holding leftImg8bit/ and gtFine/")
     if not (src / "leftImg8bit").is_dir() or not (src / "gtFine").is_dir():

@@ -76,24 +76,26 @@ def require_folder(path: Path, what: str, hint: str) -> Path:
 
 def check_pairs(images: set, labels: set, where: str, image_word: str, label_word: str) -> None:
     """Every image needs exactly one label and every label one image (keys are names without suffix)."""
-    no_label, no_image = sorted(images - labels), sorted(labels - images)
-    if no_label or no_image:
-        raise UserError(f"{where}: {len(no_label)} {image_word}(s) without a {label_word} (e.g. "
-                        f"{', '.join(no_label[:3]) or '-'}) and {len(no_image)} {label_word}(s) without an "
-                        f"{image_word} (e.g. {', '.join(no_image[:3]) or '-'}); every {image_word} needs exactly "
-                        f"one {label_word} of the same name")
+    problems = _count_examples([(images - labels, f"{image_word}(s) without a {label_word}"),
+                                (labels - images, f"{label_word}(s) without an {image_word}")])
+    if problems:
+        raise UserError(f"{where}: {problems}; every {image_word} needs exactly one {label_word} of the same name")
+
+
+def _count_examples(groups) -> str:
+    """'3 things (e.g. a, b, c) and 1 other (e.g. d)' for the non-empty groups of (names, what)."""
+    return " and ".join(f"{len(names)} {what} (e.g. {', '.join(sorted(names)[:3])})" for names, what in groups
+                        if names)
 
 
 def check_listed_images(listed: list[str], folder: Path, suffixes, what: str) -> dict[str, Path]:
     """Match the image names a label file lists (relative paths) with the files in `folder`: each listed name
     must exist and every image in the folder must be listed. Returns {listed name: path}."""
     on_disk = {p.relative_to(folder).as_posix(): p for p in list_images(folder, suffixes, recursive=True)}
-    missing = sorted(set(listed) - on_disk.keys())
-    unlisted = sorted(on_disk.keys() - set(listed))
-    if missing or unlisted:
-        raise UserError(f"{what} and --images {folder} do not match: {len(missing)} labelled image(s) missing from "
-                        f"the folder (e.g. {', '.join(missing[:3]) or '-'}), {len(unlisted)} image(s) in the folder "
-                        f"without labels (e.g. {', '.join(unlisted[:3]) or '-'}); pass the image folder of the same "
+    problems = _count_examples([(set(listed) - on_disk.keys(), "labelled image(s) missing from the folder"),
+                                (on_disk.keys() - set(listed), "image(s) in the folder without labels")])
+    if problems:
+        raise UserError(f"{what} and --images {folder} do not match: {problems}; pass the image folder of the same "
                         "split as the labels")
     return {name: on_disk[name] for name in listed}
 
