@@ -547,20 +547,16 @@ def test_many_processes_registering_at_once_lose_nothing(registry, reg_path, tmp
 KILLED_WRITER = """
 import sys, time
 from src.common import registry_store
-from src.common.atomic import atomic_write_with
 from src.common.model_registry import ModelRegistry
 path, ready = sys.argv[1], sys.argv[2]
+copy_range = registry_store.copy_range
 
-def write_half_then_hang(target, data):
-    def write(f):
-        f.write(data[: len(data) // 2])
-        f.flush()
-        open(ready, "w").close()
-        time.sleep(120)  # SIGKILLed here, half-way through writing the new registry
-        f.write(data[len(data) // 2:])
-    atomic_write_with(target, write)
+def copy_half_then_hang(src, out, offset, length):
+    copy_range(src, out, offset, length // 2)
+    open(ready, "w").close()
+    time.sleep(120)  # SIGKILLed here, half-way through writing the new registry
 
-registry_store.atomic_write_bytes = write_half_then_hang
+registry_store.copy_range = copy_half_then_hang
 ModelRegistry(path).register({"run_id": "doomed", "task": "vehicle_detection", "config_hash": "abc123de",
                               "checkpoint_path": "/runs/doomed/best_model.pth", "metrics": {"x": [0.5] * 500},
                               "metadata": {}})

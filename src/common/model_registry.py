@@ -20,7 +20,8 @@ from typing import Callable, Iterable, List, Optional, Union
 from src.common.atomic import atomic_write_text
 from src.common.errors import RegistryCorruptError, UserError
 from src.common.registry_rundirs import RebuildReport, VerifyResult, build_entry, collect_entries, verify_entry
-from src.common.registry_store import MAX_DEPTH, OPTIONAL_STRING_FIELDS, RegistryStore, value_problem
+from src.common.registry_format import MAX_DEPTH, OPTIONAL_STRING_FIELDS, value_problem
+from src.common.registry_store import RegistryStore, copy_json
 
 REGISTRY_ENV = "STREET_SCENE_REGISTRY"
 DEFAULT_REGISTRY = Path("registry") / "model_registry.json"
@@ -28,7 +29,6 @@ DEFAULT_REGISTRY = Path("registry") / "model_registry.json"
 # a list of them: a new subtask in a config must be registrable without touching this file.
 _TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 MODES = ("max", "min")
-_NUMBERS = (int, float)  # exact types: a bool is not a metric value
 REQUIRED_METADATA = ("pytorch_version", "ultralytics_version", "git_commit")
 # Column order of entries and CSV exports: the guide's fields first, then what users need to trust them.
 ENTRY_FIELDS = ("run_id", "task", "config_hash", "checkpoint_path", "metrics", "timestamp", "metadata",
@@ -57,7 +57,7 @@ class ModelRegistry:
         return f"ModelRegistry({str(self.path)!r})"
 
     def __len__(self) -> int:
-        return len(self._store.load())
+        return self._store.count()
 
     # ---- writing -------------------------------------------------------------------------------------------
     def register(self, entry: dict) -> dict:
@@ -82,20 +82,18 @@ class ModelRegistry:
     # ---- reading -------------------------------------------------------------------------------------------
     def list_entries(self) -> List[dict]:
         """Every entry, in registration order (copies: changing them does not change the registry)."""
-        return [copy_json(e) for e in self._store.load()]
+        return self._store.entries()
 
     def get_entry(self, run_id: str) -> Optional[dict]:
-        entry = self._store.get(_check_run_id(run_id))
-        return None if entry is None else copy_json(entry)
+        return self._store.get(_check_run_id(run_id))
 
     def find_entries_by_task(self, task: str) -> List[dict]:
-        _check_task(task)
-        return [copy_json(e) for e in self._store.load() if e["task"] == task]
+        return self._store.where("task", _check_task(task))
 
     def find_entries_by_config_hash(self, config_hash: str) -> List[dict]:
         if not isinstance(config_hash, str):
             raise ValueError(f"config_hash must be a string, got {type(config_hash).__name__}")
-        return [copy_json(e) for e in self._store.load() if e["config_hash"] == config_hash]
+        return self._store.where("config_hash", config_hash)
 
     def find_best_entry_by_metric(self, task: str, metric_name: str, mode: str = "max") -> Optional[dict]:
         """The entry of `task` with the highest (`max`) or lowest (`min`) finite `metric_name`, or None.
@@ -108,22 +106,7 @@ class ModelRegistry:
             raise ValueError(f"metric_name must be a non-empty string, got {metric_name!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
-        sign = 1 if mode == "max" else -1
-        best_value, tied = None, []
-        for e in self._store.load():
-            if e["task"] != task:
-                continue
-            value = e["metrics"].get(metric_name)
-            if type(value) not in _NUMBERS or not math.isfinite(value):  # bools, strings, None, NaN, inf skipped
-                continue
-            value *= sign
-            if best_value is None or value > best_value:
-                best_value, tied = value, [e]
-            elif value == best_value:
-                tied.append(e)
-        if not tied:
-            return None
-        return copy_json(min(tied, key=lambda e: (e["timestamp"], e["run_id"])))
+        return self._store.best(task, metric_name, mode)
 
     def export_to_csv(self, path: Union[str, os.PathLike]) -> int:
         """Write one row per entry, metrics/metadata/dataset flattened into `metrics.<name>`... columns.
@@ -131,7 +114,7 @@ class ModelRegistry:
         The CSV's folder must exist: a mistyped path is refused instead of creating folders.
         """
         path = _check_export_path(Path(path))
-        rows = [_flatten(e) for e in self._store.load()]
+        rows = [_flatten(e) for e in self._store.entries()]
         columns = [c for c in ENTRY_FIELDS if c not in ("metrics", "metadata", "dataset")]
         group = {"metrics": 0, "metadata": 1, "dataset": 2}
         extra = sorted({k for row in rows for k in row} - set(columns),
@@ -155,7 +138,7 @@ class ModelRegistry:
         report = collect_entries(outputs_dir, normalize_entry)
         report.entries.sort(key=lambda e: (e["timestamp"], e["run_id"]))
         try:
-            before = {e["run_id"] for e in self._store.load()}
+            before = {e["run_id"] for e in self._store.entries()}
         except RegistryCorruptError:  # the store moves it aside below
             before = set()
         stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
@@ -165,7 +148,7 @@ class ModelRegistry:
 
     def verify(self) -> List[VerifyResult]:
         """Check every entry: checkpoint exists, sha256 matches, config hash matches the run's config.yaml."""
-        return [verify_entry(e) for e in self._store.load()]
+        return [verify_entry(e) for e in self._store.entries()]
 
 
 def normalize_entry(entry: dict) -> dict:
@@ -299,10 +282,3 @@ def to_json_value(value: object, where: str, *, finite: bool = False, depth: int
                      "that JSON cannot store; pass numbers, strings, lists or dicts")
 
 
-def copy_json(value):
-    """Deep copy of plain JSON data (much faster than copy.deepcopy)."""
-    if isinstance(value, dict):
-        return {k: copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_json(v) for v in value]
-    return value

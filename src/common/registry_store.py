@@ -1,88 +1,204 @@
 """The registry file itself: a JSON array of entries, locked, written atomically, never silently replaced.
 
-Writers hold an exclusive `filelock` on `<file>.lock`, re-read the file, change it and replace it atomically
-(temp file + fsync + rename), after hard-linking the current good version to `<file>.bak`. Readers take no
+Writers hold an exclusive `filelock` on `<file>.lock`, build the new file beside the old one and rename it into
+place (temp file + fsync + rename), after hard-linking the current good version to `<file>.bak`. Readers take no
 lock: the rename means they see the old array or the new one, never half of either. A file that fails
 validation raises `RegistryCorruptError` on every read and write and is only ever moved aside by `rebuild`.
 
-The file holds one entry per line inside `[` ... `]`: still the JSON array the user guide documents, but a
-writer can re-emit unchanged entries without serializing them again, and `git diff` shows one line per run.
+The file holds one entry per line inside `[` ... `]`. A sidecar index (registry_index.py) records where each
+entry lies and answers queries; while it vouches for the file, a writer copies the unchanged bytes in the
+kernel and only serializes the entries it adds or replaces, and a reader reads only the entries it returns.
+Whenever it does not vouch for the file, the whole file is parsed and validated, as before, and the index is
+rebuilt from it.
 """
 
-import json
-import math
 import os
 import threading
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Iterator, List, NamedTuple, Optional
 
-from src.common.atomic import atomic_write_bytes
-from src.common.errors import RegistryCorruptError, UserError
+from src.common.atomic import atomic_write_with
+from src.common.errors import UserError
+from src.common.registry_format import (InvalidRegistry, best_entry, corrupt_error, decode_with_spans,
+                                        dump_entry, entry_problem, loads_trusted)
+from src.common.registry_index import (INEXACT, Identity, Index, IndexUnusable, Loc, clock_floor_ns,
+                                       identity_of, mtime_stamp, open_index, readers_seal, stat_key)
 
-REQUIRED_FIELDS = ("run_id", "task", "config_hash", "checkpoint_path", "metrics", "timestamp", "metadata")
-_FIELD_TYPES = {"run_id": str, "task": str, "config_hash": str, "checkpoint_path": str, "metrics": dict,
-                "timestamp": str, "metadata": dict}
-OPTIONAL_STRING_FIELDS = ("run_dir", "config_path", "status")
-MAX_DEPTH = 32  # nesting levels below an entry; real entries use 3
-REBUILD_HINT = "street-scene registry rebuild"
-_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number",
-               type(None): "null"}
+_READ_WAIT = 2.0  # seconds a reader waits for a writer's index commit before reading the JSON instead
+_SEP = b",\n  "
+_CHUNK = 1 << 20
 
 
 class RegistryLockedError(UserError):
     """Another process held the registry lock for longer than the timeout."""
 
 
+class _Changed(Exception):
+    """The file changed while a writer that trusted the index was copying it (a writer ignoring the lock)."""
+
+
+class _Splice(NamedTuple):
+    """New file = old[:start] + insert + old[end:]; `update` brings an index of the old file up to date."""
+
+    start: int
+    end: int
+    insert: bytes
+    update: Callable[[Index], None]
+    body_end: int
+    count: int
+    whole: bool = False  # the update rebuilds the index rather than editing an index of the old file
+
+
+class _Parsed:
+    """The current file, read and validated in full."""
+
+    def __init__(self, raw: bytes, entries: List[dict], spans, body_end):
+        self.raw, self._entries, self.spans, self.body_end = raw, entries, spans, body_end
+        self.size, self.count, self.max_pos = len(raw), len(entries), len(entries) - 1
+        self.can_splice = spans is not None
+        self._pos = {e["run_id"]: i for i, e in enumerate(entries)}
+
+    def entries(self) -> List[dict]:
+        return self._entries
+
+    def present(self, run_ids) -> bool:
+        return any(r in self._pos for r in run_ids)
+
+    def locate(self, run_id: str) -> Optional[Loc]:
+        i = self._pos.get(run_id)
+        if i is None:
+            return None
+        prev_end = sum(self.spans[i - 1]) if i else None
+        next_offset = self.spans[i + 1][0] if i + 1 < len(self.spans) else None
+        return Loc(i, *self.spans[i], prev_end, next_offset)
+
+    def entry(self, loc: Loc, run_id: str) -> dict:
+        return self._entries[loc.pos]
+
+    def copy_to(self, out: int, offset: int, length: int) -> None:
+        _write_all(out, memoryview(self.raw)[offset:offset + length])
+
+    def check_unchanged(self) -> None:
+        pass  # the bytes come from memory: what was validated is what gets written
+
+
+class _Indexed:
+    """The current file as the index describes it (trusted: its identity is sealed and unchanged)."""
+
+    can_splice = True
+
+    def __init__(self, fd: int, ident: Identity, index: Index, path: Path):
+        self.fd, self.ident, self.index, self.path = fd, ident, index, path
+        self.size, self.body_end, self.count = ident.size, index.body_end(), index.count()
+        self.max_pos = index.max_pos()
+
+    def entries(self) -> List[dict]:
+        return _trusted_entries(_read_all(self.fd), self.count)
+
+    def present(self, run_ids) -> bool:
+        return self.index.present(run_ids)
+
+    def locate(self, run_id: str) -> Optional[Loc]:
+        return self.index.locate(run_id)
+
+    def entry(self, loc: Loc, run_id: str) -> dict:
+        return read_entries(self.fd, [(run_id, loc.offset, loc.length)], self.size)[0]
+
+    def copy_to(self, out: int, offset: int, length: int) -> None:
+        copy_range(self.fd, out, offset, length)
+
+    def check_unchanged(self) -> None:
+        st = os.stat(self.path)
+        if identity_of(self.fd) != self.ident or (st.st_dev, st.st_ino) != self.ident.inode:
+            raise _Changed()
+
+
 class RegistryStore:
-    """One registry file. Keeps the last file it read or wrote in memory, keyed by its exact bytes."""
+    """One registry file and its index. Keeps the last file it read in full in memory, keyed by its bytes."""
 
     def __init__(self, path: Path, lock_timeout: float):
         self.path = path
         self.lock_timeout = lock_timeout
         self._lock = None  # filelock.FileLock, made on first write (keeps import and construction cheap)
         self._mutex = threading.RLock()  # threads sharing one instance share its in-memory copy
-        self._raw: Optional[bytes] = None
-        self._entries: List[dict] = []
-        self._index: Dict[str, int] = {}
-        self._lines: Optional[List[str]] = None  # serialized entries, parallel to _entries
+        self._parsed: Optional[_Parsed] = None
 
     @property
     def backup_path(self) -> Path:
         return self.path.with_name(self.path.name + ".bak")
 
-    # ---- reading -------------------------------------------------------------------------------------------
-    def load(self) -> List[dict]:
-        """The validated entries (shared with the cache: callers must not mutate them)."""
-        with self._mutex:
-            raw = self._read_bytes()
-            if raw is None:
-                self._set_cache(None, [], None)
-            elif raw != self._raw:
-                self._set_cache(raw, parse_registry(raw, self.path), None)
-            return self._entries
+    # ---- reading: the index when it vouches for the file, else the validated file -----------------------------
+    def entries(self) -> List[dict]:
+        """Every entry, in order (the caller's to keep: never shared with the cache)."""
+        return self._read(lambda view: view.all_entries(), lambda entries: [copy_json(e) for e in entries])
+
+    def count(self) -> int:
+        return self._read(lambda view: view.index.count(), len)
 
     def get(self, run_id: str) -> Optional[dict]:
+        return self._read(lambda view: next(iter(view.where("run_id", run_id)), None),
+                          lambda entries: next((copy_json(e) for e in entries if e["run_id"] == run_id), None))
+
+    def where(self, field: str, value: str) -> List[dict]:
+        """Entries whose `task` or `config_hash` is `value`."""
+        return self._read(lambda view: view.where(field, value),
+                          lambda entries: [copy_json(e) for e in entries if e[field] == value])
+
+    def best(self, task: str, metric: str, mode: str) -> Optional[dict]:
+        def fast(view):
+            hit = view.index.best(task, metric, mode)
+            if hit is INEXACT:
+                return best_entry(view.where("task", task), task, metric, mode)
+            return None if hit is None else read_entries(view.fd, [hit], view.size)[0]
+
+        def slow(entries):
+            found = best_entry(entries, task, metric, mode)
+            return None if found is None else copy_json(found)
+
+        return self._read(fast, slow)
+
+    def _read(self, fast, slow):
         with self._mutex:
-            entries = self.load()
-            i = self._index.get(run_id)
-            return None if i is None else entries[i]
+            clock = clock_floor_ns()  # before the file is looked at: what a reader may seal against
+            try:
+                f = open(self.path, "rb", buffering=0)
+            except FileNotFoundError:
+                return slow([])
+            except OSError as exc:
+                raise _unreadable(self.path, exc) from None
+            with f:
+                ident = identity_of(f.fileno())
+                try:
+                    with open_index(self.path, write=False, timeout=_READ_WAIT) as index:
+                        if index is not None and index.trusts(ident):
+                            return fast(_View(f.fileno(), ident.size, index, self))
+                except IndexUnusable:
+                    pass
+                return slow(self._validated(f.fileno(), ident, clock).entries())
 
-    def _read_bytes(self) -> Optional[bytes]:
+    def _validated(self, fd: int, ident: Identity, clock: int) -> _Parsed:
+        raw = _read_all(fd)
+        if self._parsed is None or self._parsed.raw != raw:
+            try:
+                self._parsed = _Parsed(raw, *decode_with_spans(raw))
+            except InvalidRegistry as exc:
+                raise corrupt_error(self.path, str(exc)) from None
+        parsed = self._parsed
+        if parsed.can_splice and readers_seal(ident, identity_of(fd), clock):
+            self._index_quietly(ident, parsed)
+        return parsed
+
+    def _index_quietly(self, ident: Identity, parsed: _Parsed) -> None:
+        # Best effort: another process may be writing the index (we do not wait) or the folder be read-only.
         try:
-            with open(self.path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise UserError(f"cannot read registry {self.path}: {exc.strerror}; check the path and permissions") \
-                from None
-
-    def _set_cache(self, raw: Optional[bytes], entries: List[dict], lines: Optional[List[str]],
-                   index: Optional[Dict[str, int]] = None) -> None:
-        self._raw, self._entries, self._lines = raw, entries, lines
-        self._index = index if index is not None else {e["run_id"]: i for i, e in enumerate(entries)}
+            with open_index(self.path, write=True, timeout=0.05) as index:
+                if index is None or index.trusts(ident) or _path_key(self.path) != ident.stat:
+                    return  # already done, or the file was replaced meanwhile: never index a stale version
+                index.rebuild(parsed.entries(), parsed.spans)
+                index.set_identity(ident, True, parsed.body_end, parsed.count)
+        except (IndexUnusable, OSError):
+            pass
 
     # ---- writing -------------------------------------------------------------------------------------------
     @contextmanager
@@ -129,88 +245,139 @@ class RegistryStore:
 
     def upsert(self, entries: List[dict]) -> None:
         """Add entries, replacing (in place) any with the same run_id; the last of equal run_ids wins."""
-        with self.locked():
-            self.load()
-            ids = [e["run_id"] for e in entries]
-            if self._raw is not None and len(set(ids)) == len(ids) and not any(i in self._index for i in ids):
-                self._append(entries)
-                return
-            lines = list(self._serialized_lines())
-            new = list(self._entries)
-            index = dict(self._index)
-            for entry in entries:
-                i = index.get(entry["run_id"])
-                if i is None:
-                    index[entry["run_id"]] = len(new)
-                    new.append(entry)
-                    lines.append(dump_entry(entry))
-                else:
-                    new[i], lines[i] = entry, dump_entry(entry)
-            self._write(new, lines)
+        ids = [e["run_id"] for e in entries]
 
-    def _append(self, entries: List[dict]) -> None:
-        # The common case (a new run): splice the new lines in before the closing bracket of the bytes we just
-        # validated, instead of re-joining 10,000 lines. Valid for any JSON array layout, not just ours.
-        added = [dump_entry(e) for e in entries]
-        raw = self._raw
-        end = raw.rindex(b"]")
-        while end > 0 and raw[end - 1] in b" \t\r\n":
-            end -= 1
-        sep = b"\n  " if raw[end - 1:end] == b"[" else b",\n  "
-        data = b"".join((memoryview(raw)[:end], sep, ",\n  ".join(added).encode("utf-8"), b"\n]\n"))
-        index = dict(self._index)
-        index.update((e["run_id"], len(self._entries) + k) for k, e in enumerate(entries))
-        lines = None if self._lines is None else self._lines + added
-        self._commit(data, self._entries + list(entries), lines, index)
+        def plan(base) -> Optional[_Splice]:
+            if len(set(ids)) == len(ids) and not base.present(ids):
+                return _append(base, entries)
+            if len(entries) == 1:
+                return _replace(base, base.locate(ids[0]), entries[0])
+            return None
+
+        def merge(current: List[dict]) -> List[dict]:
+            merged = {e["run_id"]: e for e in current}
+            merged.update((e["run_id"], e) for e in entries)  # an existing run_id keeps its place
+            return list(merged.values())
+
+        self._write(plan, merge)
 
     def remove(self, run_id: str) -> bool:
-        with self.locked():
-            self.load()
-            i = self._index.get(run_id)
-            if i is None:
+        def plan(base):
+            loc = base.locate(run_id)
+            if loc is None:
                 return False
-            lines = list(self._serialized_lines())
-            self._write(self._entries[:i] + self._entries[i + 1:], lines[:i] + lines[i + 1:])
-            return True
+            return None if base.count == 1 else _remove(base, loc, run_id)
+
+        def without(current: List[dict]) -> Optional[List[dict]]:
+            kept = [e for e in current if e["run_id"] != run_id]
+            return None if len(kept) == len(current) else kept
+
+        return self._write(plan, without)
 
     def replace_all(self, entries: List[dict], stamp: str) -> Optional[Path]:
         """Replace the whole registry; a corrupt file is first moved aside (returned), never deleted."""
+        from src.common.errors import RegistryCorruptError
+
         with self.locked():
             moved = None
             try:
-                self.load()
+                self._write(lambda base: None, lambda current: list(entries))
             except RegistryCorruptError:
                 moved = self._move_aside(stamp)
-                self._set_cache(None, [], None)
-            self._write(list(entries), [dump_entry(e) for e in entries])
+                self._write(lambda base: None, lambda current: list(entries))
             return moved
 
-    def _serialized_lines(self) -> List[str]:
-        if self._lines is None:
-            self._lines = [dump_entry(e) for e in self._entries]
-        return self._lines
+    def _write(self, plan, full) -> bool:
+        with self.locked():
+            try:
+                return self._write_once(plan, full, use_index=True)
+            except (_Changed, IndexUnusable):  # raised before anything was written: do it from the JSON
+                return self._write_once(plan, full, use_index=False)
 
-    def _write(self, entries: List[dict], lines: List[str]) -> None:
-        data = ("[\n  " + ",\n  ".join(lines) + "\n]\n" if lines else "[]\n").encode("utf-8")
-        self._commit(data, entries, lines, None)
+    def _write_once(self, plan, full, use_index: bool) -> bool:
+        try:
+            f = open(self.path, "rb", buffering=0)
+        except FileNotFoundError:
+            f = None
+        except OSError as exc:
+            raise _unreadable(self.path, exc) from None
+        with ExitStack() as stack:
+            if f is not None:
+                stack.enter_context(f)
+            index = stack.enter_context(_maybe_index(self.path, use_index))
+            base = self._base(f, index)
+            splice = plan(base) if base is not None and base.can_splice else None
+            if splice is None:
+                entries = full(base.entries() if base is not None else [])
+                splice = False if entries is None else _whole(entries, base)
+            if splice is False:
+                return False
+            self._commit(base, splice, index)
+            return True
 
-    def _commit(self, data: bytes, entries: List[dict], lines: Optional[List[str]], index) -> None:
-        if self._raw is not None:
-            self._backup_current()
-        atomic_write_bytes(self.path, data)
-        self._set_cache(data, entries, lines, index)
+    def _base(self, f, index):
+        if f is None:
+            return None
+        ident = identity_of(f.fileno())
+        if index is not None and index.trusts(ident):
+            return _Indexed(f.fileno(), ident, index, self.path)
+        raw = _read_all(f.fileno())
+        if self._parsed is not None and self._parsed.raw == raw and self._parsed.can_splice:
+            return self._parsed
+        try:
+            return _Parsed(raw, *decode_with_spans(raw))
+        except InvalidRegistry as exc:
+            raise corrupt_error(self.path, str(exc)) from None
 
-    def _backup_current(self) -> None:
-        # The file was just validated under the lock, so it is the previous *good* version. A hard link costs
-        # nothing and is safe because the registry is only ever replaced by rename, never written in place.
+    def _commit(self, base, splice: _Splice, index: Optional[Index]) -> None:
+        held = {}
+
+        def write(f) -> None:
+            out = f.fileno()
+            if base is not None:
+                base.copy_to(out, 0, splice.start)
+            _write_all(out, splice.insert)
+            if base is not None:
+                base.copy_to(out, splice.end, base.size - splice.end)
+                base.check_unchanged()
+            held["stamp"] = mtime_stamp()  # after the last write: any later write stamps a later time
+            os.utime(out, ns=(held["stamp"], held["stamp"]))
+            held["fd"] = os.dup(out)
+            if base is not None:
+                self._backup_current(base)
+
+        try:
+            atomic_write_with(self.path, write)
+            ident = identity_of(held["fd"])
+            sealed = ident.mtime_ns == held["stamp"] and _path_key(self.path) == ident.stat
+        finally:
+            if "fd" in held:
+                os.close(held["fd"])
+        self._parsed = None
+        if index is None:
+            return
+        try:  # the JSON is written; from here a failure only leaves the index stale (then rebuilt)
+            if isinstance(base, _Parsed) and not splice.whole:  # index the old file, then update it
+                index.rebuild(base.entries(), base.spans)
+            splice.update(index)
+            index.set_identity(ident, sealed, splice.body_end, splice.count)
+        except IndexUnusable:
+            pass
+
+    def _backup_current(self, base) -> None:
+        # The file was validated (or vouched for by the index) under the lock, so it is the previous *good*
+        # version. A hard link costs nothing and is safe because the registry is only ever replaced by rename.
         tmp = self.path.with_name(f".{self.backup_path.name}.{os.getpid()}.tmp")
         try:
             if tmp.exists():
                 tmp.unlink()
             os.link(self.path, tmp)
             os.replace(tmp, self.backup_path)
-        except OSError:  # no hard links on this filesystem: copy the bytes we hold instead
-            atomic_write_bytes(self.backup_path, self._raw)
+        except OSError:  # no hard links on this filesystem: copy the bytes instead
+            def copy(f):
+                base.copy_to(f.fileno(), 0, base.size)
+
+            atomic_write_with(self.backup_path, copy)
 
     def _move_aside(self, stamp: str) -> Path:
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
@@ -222,149 +389,174 @@ class RegistryStore:
         return target
 
 
-class _Invalid(Exception):
-    """Why registry bytes are not a valid registry (becomes a RegistryCorruptError naming the file)."""
+class _View:
+    """A reader's trusted view: the open file and the index that vouches for it."""
+
+    def __init__(self, fd: int, size: int, index: Index, store: RegistryStore):
+        self.fd, self.size, self.index, self._store = fd, size, index, store
+
+    def where(self, column: str, value: str) -> List[dict]:
+        return read_entries(self.fd, self.index.spans(column, value), self.size)
+
+    def all_entries(self) -> List[dict]:
+        raw = _read_all(self.fd)
+        cached = self._store._parsed
+        if cached is None or cached.raw != raw:
+            cached = self._store._parsed = _Parsed(raw, _trusted_entries(raw, self.index.count()), None, None)
+        return [copy_json(e) for e in cached.entries()]
 
 
-def corrupt_error(path: Path, reason: str) -> RegistryCorruptError:
-    backup = path.with_name(path.name + ".bak")
-    also = f" (the last good version is {backup})" if _is_valid_registry_file(backup) else ""
-    reason = " ".join(reason.split())  # one line, whatever the decoder said
-    return RegistryCorruptError(
-        f"registry {path} is corrupt: {reason}; it was left untouched. Run `{REBUILD_HINT}` to move it aside "
-        f"and rebuild it from the run directories{also}"
-    )
+# ---- plans: what changes, as a splice of the old file --------------------------------------------------------
+def _append(base, entries: List[dict]) -> _Splice:
+    lines = [dump_entry(e) for e in entries]
+    sep = _SEP if base.count else b"\n  "
+    spans, offset = [], base.body_end + len(sep)
+    for line in lines:
+        spans.append((offset, len(line)))
+        offset += len(line) + len(_SEP)
+    first = base.max_pos + 1
+
+    def update(index: Index) -> None:
+        index.add(list(enumerate(entries, first)), spans)
+
+    return _Splice(base.body_end, base.size, sep + _SEP.join(lines) + b"\n]\n", update, sum(spans[-1]),
+                   base.count + len(entries))
 
 
-def _is_valid_registry_file(path: Path) -> bool:
-    # Only a .bak that itself parses may be offered as "the last good version".
+def _replace(base, loc: Loc, entry: dict) -> _Splice:
+    line = dump_entry(entry)
+    old = base.entry(loc, entry["run_id"])
+    delta = len(line) - loc.length
+
+    def update(index: Index) -> None:
+        index.drop(loc.pos, old)
+        index.add([(loc.pos, entry)], [(loc.offset, len(line))])
+        index.shift(loc.pos, delta)
+
+    return _Splice(loc.offset, loc.offset + loc.length, line, update, base.body_end + delta, base.count)
+
+
+def _remove(base, loc: Loc, run_id: str) -> _Splice:
+    old = base.entry(loc, run_id)
+    if loc.prev_end is None:  # the first entry: take the separator after it
+        start, end = loc.offset, loc.next_offset
+    else:
+        start, end = loc.prev_end, loc.offset + loc.length
+
+    def update(index: Index) -> None:
+        index.drop(loc.pos, old)
+        index.shift(loc.pos, start - end)
+
+    return _Splice(start, end, b"", update, base.body_end - (end - start), base.count - 1)
+
+
+def _whole(entries: List[dict], base) -> _Splice:
+    lines = [dump_entry(e) for e in entries]
+    spans, offset = [], 4  # len(b"[\n  ")
+    for line in lines:
+        spans.append((offset, len(line)))
+        offset += len(line) + len(_SEP)
+    data = b"[\n  " + _SEP.join(lines) + b"\n]\n" if lines else b"[]\n"
+
+    def update(index: Index) -> None:
+        index.rebuild(entries, spans)
+
+    size = base.size if base is not None else 0
+    return _Splice(0, size, data, update, sum(spans[-1]) if spans else 1, len(entries), whole=True)
+
+
+# ---- bytes ---------------------------------------------------------------------------------------------------
+def read_entries(fd: int, spans, size: int) -> List[dict]:
+    """The entries at these (run_id, offset, length) spans of a trusted file; IndexUnusable if they are not."""
+    if not spans:
+        return []
+    if len(spans) > 64:  # many entries: one read of the file beats a read each
+        raw = memoryview(_read_all(fd))
+        chunks = [raw[o:o + n] for _, o, n in spans]
+    else:
+        chunks = [os.pread(fd, n, o) for _, o, n in spans]
     try:
-        with open(path, "rb") as f:
-            decode_registry(f.read())
-    except (OSError, _Invalid):
-        return False
-    return True
+        entries = loads_trusted((b"[" + b",".join(chunks) + b"]").decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise IndexUnusable(f"entries do not read back: {exc}") from None
+    if len(entries) != len(spans) or any(
+            not isinstance(e, dict) or e.get("run_id") != rid for e, (rid, _, _) in zip(entries, spans)):
+        raise IndexUnusable("entries do not read back as indexed")
+    if len(spans) == 1 and entry_problem(entries[0]):
+        raise IndexUnusable("entry does not read back as indexed")
+    return entries
 
 
-def parse_registry(raw: bytes, path: Path) -> List[dict]:
-    """Decode and validate a registry file; any problem is a RegistryCorruptError naming the file."""
+def copy_range(src: int, out: int, offset: int, length: int) -> None:
+    """Append `length` bytes of `src` from `offset` to `out`, in the kernel where it can."""
+    end = offset + length
+    while offset < end:
+        try:
+            n = os.copy_file_range(src, out, min(end - offset, 1 << 30), offset)
+        except OSError:  # not supported here (another filesystem, old kernel): copy through memory
+            n = _copy_through_memory(src, out, offset, end)
+        if n == 0:
+            raise _Changed()  # the file ended early: it was truncated under us
+        offset += n
+
+
+def _copy_through_memory(src: int, out: int, offset: int, end: int) -> int:
+    data = os.pread(src, min(end - offset, _CHUNK), offset)
+    _write_all(out, data)
+    return len(data)
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks, offset = [], 0
+    while True:
+        chunk = os.pread(fd, max(size - offset, 0) + 1, offset)  # +1: notice a file that grew
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def _trusted_entries(raw: bytes, count: int) -> List[dict]:
     try:
-        return decode_registry(raw)
-    except _Invalid as exc:
-        raise corrupt_error(path, str(exc)) from None
+        entries = loads_trusted(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise IndexUnusable(f"file does not read back: {exc}") from None
+    if not isinstance(entries, list) or len(entries) != count:
+        raise IndexUnusable("entry count differs from the index")
+    return entries
 
 
-def _reject_constant(name: str):
-    # Python's json accepts NaN/Infinity; we never write them (allow_nan=False), so finding one means the file
-    # was edited or damaged, and re-writing it would fail half-way through a user's command.
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def decode_registry(raw: bytes) -> List[dict]:
-    """The entries of registry bytes; raises _Invalid (never anything else) when they are not a valid registry."""
+def _path_key(path: Path) -> Optional[str]:
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise _Invalid(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise _Invalid(f"invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    except RecursionError:
-        raise _Invalid("invalid JSON (nested too deeply)") from None
-    except ValueError as exc:  # NaN/Infinity (_reject_constant), an integer too long to convert
-        reason = "a number with too many digits" if "integer string conversion" in str(exc) else str(exc)
-        raise _Invalid(f"invalid JSON ({_short(reason, 120)})") from None
-    if not isinstance(data, list):
-        raise _Invalid(f"expected a JSON array of entries, found a JSON {_json_type(data)}")
-    seen = set()
-    for i, entry in enumerate(data):
-        problem = entry_problem(entry)
-        if problem is None and entry["run_id"] in seen:
-            problem = "duplicate run_id"
-        if problem:
-            rid = entry.get("run_id") if isinstance(entry, dict) else None
-            raise _Invalid(f"entry {i}{f' ({_short(repr(rid), 60)})' if isinstance(rid, str) else ''}: {problem}")
-        seen.add(entry["run_id"])
-    return data
+        return stat_key(os.stat(path))
+    except OSError:
+        return None
 
 
-def entry_problem(entry: object) -> Optional[str]:
-    """Why a stored entry is unusable, or None."""
-    if not isinstance(entry, dict):
-        return f"expected an object, found {_json_type(entry)}"
-    for field in REQUIRED_FIELDS:
-        if field not in entry:
-            return f"missing field {field!r}"
-        if not isinstance(entry[field], _FIELD_TYPES[field]):
-            expected = _JSON_TYPES[_FIELD_TYPES[field]]
-            return f"field {field!r} must be a JSON {expected}, found {_json_type(entry[field])}"
-    for field in OPTIONAL_STRING_FIELDS:  # paths and states that commands open or print
-        if entry.get(field) is not None and not isinstance(entry[field], str):
-            return f"field {field!r} must be a string or null, found {_json_type(entry[field])}"
-    if not entry["run_id"]:
-        return "empty run_id"
-    try:
-        datetime.fromisoformat(entry["timestamp"])
-    except ValueError:
-        return f"timestamp {_short(repr(entry['timestamp']), 60)} is not ISO 8601"
-    return value_problem(entry)
+@contextmanager
+def _maybe_index(path: Path, use: bool):
+    if not use:
+        yield None
+        return
+    with open_index(path, write=True, timeout=60.0) as index:
+        yield index
 
 
-def value_problem(value: object, depth: int = 0) -> Optional[str]:
-    """Why a decoded JSON value cannot be stored again as it is, or None.
-
-    Nesting is bounded so that copying and re-serializing an entry can never hit the recursion limit; floats
-    must be finite (a literal like 1e999 decodes to inf even though NaN/Infinity are refused); strings must be
-    encodable (a lone surrogate escape such as \\ud800 decodes but cannot be written back as UTF-8).
-    Scalars are checked inline, not by a call each: this runs over every value of a 10,000-entry registry.
-    """
-    if type(value) is not dict and type(value) is not list:
-        return _scalar_problem(value)
-    if depth >= MAX_DEPTH:
-        return f"values nested more than {MAX_DEPTH} levels deep"
-    if type(value) is dict:
-        if not all(map(str.isascii, value)):  # keys; JSON keys are always strings
-            problem = next((p for p in map(_scalar_problem, value) if p), None)
-            if problem:
-                return problem
-        value = value.values()
-    for item in value:
-        kind = type(item)
-        if kind is dict or kind is list:
-            problem = value_problem(item, depth + 1)
-        elif kind is float:
-            problem = None if item - item == 0 else f"non-finite number {item!r}"  # inf - inf and NaN are NaN
-        elif kind is str:
-            problem = None if item.isascii() else _scalar_problem(item)
-        else:
-            continue
-        if problem:
-            return problem
-    return None
+def _unreadable(path: Path, exc: OSError) -> UserError:
+    return UserError(f"cannot read registry {path}: {exc.strerror}; check the path and permissions")
 
 
-def _scalar_problem(value: object) -> Optional[str]:
-    if type(value) is float and not math.isfinite(value):
-        return f"non-finite number {value!r}"
-    if type(value) is str and not value.isascii() and not _encodable(value):
-        return "a string with an unpaired surrogate"
-    return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _json_type(value: object) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def dump_entry(entry: dict) -> str:
-    return json.dumps(entry, ensure_ascii=False, allow_nan=False)
+def copy_json(value):
+    """Deep copy of plain JSON data (much faster than copy.deepcopy)."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
