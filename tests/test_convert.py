@@ -24,10 +24,11 @@ DATASETS = REPO_ROOT / "configs" / "datasets"
 
 
 def convert(capsys, *args):
+    """Run `street-scene convert ARGS` in this process; return what it printed (stdout, then any notes)."""
     code = main(["convert", *map(str, args)])
     out, err = capsys.readouterr()
     assert code == 0, err
-    return out
+    return out + err
 
 
 def labels_of(folder: Path) -> dict:
@@ -165,6 +166,11 @@ def test_map_file_overrides_entries_and_notes_unused_ones(tmp_path, capsys):
     signs.write_text("Misc: stop\n")
     convert(capsys, "kitti", src, "--task", "traffic_sign_detection", "--out", tmp_path / "signs", "--map", signs)
     assert check_detection(tmp_path / "signs", "traffic_sign_detection.yaml")["boxes"] == 1
+    none = tmp_path / "none.yaml"
+    none.write_text("Car: null\nVan: null\nTruck: null\n")
+    printed = convert(capsys, "kitti", src, "--task", "vehicle_detection", "--out", tmp_path / "none", "--map", none)
+    assert "note: no object was converted" in printed
+    assert check_detection(tmp_path / "none", "vehicle_detection.yaml")["background"] == 2
 
 
 def test_cityscapes_train_ids_and_flat_names(tmp_path, capsys):

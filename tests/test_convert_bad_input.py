@@ -237,3 +237,15 @@ def test_a_killed_conversion_leaves_only_a_hidden_folder(tmp_path):
                           timeout=120)
     assert proc.returncode == -9
     assert not (tmp_path / "out").exists() and len(leftovers(tmp_path)) == 1
+
+
+def test_the_street_scene_command_refuses_with_one_line(tmp_path):
+    from tests.helpers import run_cli
+
+    src = make_kitti(tmp_path / "kitti", n=2)
+    (src / "label_2" / "000001.txt").unlink()
+    proc = run_cli("convert", "kitti", src, "--task", "vehicle_detection", "--out", tmp_path / "out")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: KITTI folder {src}: 1 image(s) without a label file (e.g. 000001); "
+                                        "every image needs exactly one label file of the same name"]
+    assert not (tmp_path / "out").exists() and not leftovers(tmp_path)

@@ -1,6 +1,7 @@
 """`street-scene convert`: turn KITTI, BDD100K, COCO or Cityscapes data into street-scene's dataset layout."""
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "convert KITTI, BDD100K, COCO or Cityscapes data into street-scene's layout (YOLO labels or class-id masks)"
@@ -70,7 +71,11 @@ def _print_summary(summary: dict, out: str, config_path) -> None:
         pixels = ", ".join(f"{name} {n}" for name, n in counts["pixels"].items())
         print(f"  pixels: {pixels}; ignored ({summary['ignore_index']}) {counts['ignored_pixels']}")
     if summary["unused_map_entries"]:
-        print(f"note: --map entries never seen in the source (typos?): {', '.join(summary['unused_map_entries'])}")
+        print(f"note: --map entries never seen in the source (typos?): {', '.join(summary['unused_map_entries'])}",
+              file=sys.stderr)
+    if summary["family"] == "detection" and not any(counts["objects"].values()):
+        print(f"note: no object was converted; check the mapping in {out}/conversion.yaml against the source's "
+              "class names (--map)", file=sys.stderr)
     family, task = summary["family"], summary["task"]
     data_yaml = f"configs/datasets/{task}.yaml"
     yaml_hint = f" --data-yaml {data_yaml}" if not config_path and (CODE_ROOT / data_yaml).is_file() else ""
