@@ -10,7 +10,7 @@ from pathlib import Path
 
 from src.common.atomic import atomic_write_text
 from src.common.errors import UserError
-from src.data.convert import bdd100k, cityscapes, coco, kitti
+from src.data.convert import bdd100k, cityscapes, coco, kitti, yolo
 from src.data.convert.mapping import load_map_file, resolve_mapping, unused_entries
 from src.data.convert.splitting import assign_splits
 from src.data.convert.writing import build_into, check_target, place_image, split_dirs
@@ -56,9 +56,7 @@ def convert(fmt: str, src, subtask: str, classes: list[str], out, *, images=None
                "map_file": str(Path(map_file).absolute()) if map_file is not None else None,
                "split": {"val_fraction": val_fraction, "seed": seed} if val_fraction is not None else None}
     if module.FAMILY == "detection":
-        from src.data.convert import yolo
-
-        writer = _detection_writer(source, mapping, classes, assignment, copy, summary, yolo)
+        writer = _detection_writer(source, mapping, classes, assignment, copy, summary)
         seen = {box[0] for sample in source.samples for box in sample.boxes}
     else:
         writer = _segmentation_writer(module, source, mapping, classes, ignore_index, assignment, copy, summary)
@@ -94,7 +92,7 @@ def _split_names(assignment: dict) -> list:
     return sorted(set(assignment.values()), key=lambda s: (s is None, s != "train", s or ""))
 
 
-def _detection_writer(source, mapping, classes, assignment, copy, summary, yolo):
+def _detection_writer(source, mapping, classes, assignment, copy, summary):
     """Label texts and counts now (all checks done), and the function that writes them into the build folder."""
     class_ids = {name: i for i, name in enumerate(classes)}
     tallies = {split: yolo.DetectionTally() for split in _split_names(assignment)}
