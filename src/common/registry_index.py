@@ -123,22 +123,12 @@ def open_index(registry: Path, *, write: bool, timeout: float) -> Iterator[Optio
         yield None
         return
     boot = _boot_id()
-    try:
-        conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error:
+    conn = _begin(path, write, timeout, boot)
+    if conn is None:
         yield None
         return
+    index = Index(conn, boot)
     try:
-        try:
-            conn.execute(f"PRAGMA synchronous={'OFF' if boot else 'FULL'}")
-            conn.execute("PRAGMA cache_size=-65536")  # a rebuild's pages stay in memory until the commit
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            if write:
-                _ensure_schema(conn)
-        except sqlite3.Error:
-            yield None
-            return
-        index = Index(conn, boot)
         try:
             yield index
         except BaseException:
@@ -150,6 +140,43 @@ def open_index(registry: Path, *, write: bool, timeout: float) -> Iterator[Optio
             _quietly(conn.rollback)
     finally:
         conn.close()
+        if write and index.damaged:
+            _remove(path)  # not a database any more: the next writer starts a new one
+
+
+def _begin(path: Path, write: bool, timeout: float, boot: str):
+    for attempt in (1, 2):
+        conn = None
+        try:
+            conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA synchronous={'OFF' if boot else 'FULL'}")
+            conn.execute("PRAGMA cache_size=-65536")  # a rebuild's pages stay in memory until the commit
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if write:
+                _ensure_schema(conn)
+            return conn
+        except sqlite3.OperationalError:  # busy, read-only, cannot open: not ours to repair
+            pass
+        except sqlite3.DatabaseError:  # not a database, malformed: a cache may be thrown away and rebuilt
+            if write and attempt == 1:
+                if conn is not None:
+                    conn.close()
+                _remove(path)
+                continue
+        if conn is not None:
+            conn.close()
+        return None
+    return None
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_name(path.name + "-journal")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
 
 
 def _quietly(call) -> None:
@@ -179,20 +206,24 @@ class Index:
         self._conn = conn
         self._boot = boot
         self.broken = False  # a statement failed: the transaction is rolled back, never committed
+        self.damaged = False  # SQLite says the file is not a sound database
 
     def _q(self, sql: str, args: Sequence = ()) -> list:
         try:
             return self._conn.execute(sql, args).fetchall()
         except (sqlite3.Error, OverflowError) as exc:
-            self.broken = True
-            raise IndexUnusable(str(exc)) from None
+            raise self._failed(exc) from None
 
     def _many(self, sql: str, rows) -> None:
         try:
             self._conn.executemany(sql, rows)
         except (sqlite3.Error, OverflowError) as exc:
-            self.broken = True
-            raise IndexUnusable(str(exc)) from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: Exception) -> IndexUnusable:
+        self.broken = True
+        self.damaged = isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+        return IndexUnusable(str(exc))
 
     # ---- trust ----------------------------------------------------------------------------------------------
     def _meta(self) -> Optional[tuple]:
