@@ -5,9 +5,11 @@ each entry's text lies in the file (what the sidecar index records so that one e
 Any problem is `InvalidRegistry`; `corrupt_error` turns it into the one-line RegistryCorruptError users see.
 """
 
+import gc
 import json
 import math
 import re
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -64,18 +66,40 @@ def _reject_constant(name: str):
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value - value != 0:  # a literal like 1e999 overflows to inf
+        raise ValueError(f"non-finite number {value!r}")
+    return value
+
+
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_SCANNER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+@contextmanager
+def _gc_paused():
+    # Decoding a registry builds ~10 containers per entry; the cyclic GC would walk all of them again and again.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def loads_trusted(text: str):
     """Decode JSON text that was validated before (NaN/Infinity still refused: the file may have changed)."""
-    return _DECODER.decode(text)
+    with _gc_paused():
+        return _DECODER.decode(text)
 
 
 def decode_registry(raw: bytes) -> List[dict]:
     """The entries of registry bytes; raises InvalidRegistry (never anything else) when they are not valid."""
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        with _gc_paused():
+            data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise InvalidRegistry(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -98,13 +122,21 @@ def decode_with_spans(raw: bytes) -> Tuple[List[dict], Optional[List[Span]], Opt
     `[` of an empty array): what follows it is only whitespace, `]` and whitespace. Entries are decoded one by
     one with the same decoder; anything unexpected is handed to `decode_registry`, whose message is the one
     users get. (spans, body_end) are None in the one case where it accepts what this scanner did not.
+
+    The values of an entry need no walk (value_problem) when the text proves them storable: the scanner refuses
+    floats that overflow, an entry with at most MAX_DEPTH brackets cannot nest deeper, and a file without a
+    \\uD... escape cannot hold an unpaired surrogate (UTF-8 itself cannot encode one).
     """
     try:
         text = raw.decode("utf-8")
-        entries, char_spans, body_end = _scan_array(text)
+        with _gc_paused():
+            entries, char_spans, body_end = _scan_array(text)
     except (UnicodeDecodeError, ValueError, RecursionError, IndexError):
         return decode_registry(raw), None, None  # raises InvalidRegistry with the canonical reason
-    check_entries(entries)
+    if b"\\ud" in raw or b"\\uD" in raw:
+        check_entries(entries)
+    else:
+        check_entries(entries, [text.count("{", s, e) + text.count("[", s, e) > MAX_DEPTH for s, e in char_spans])
     if len(text) == len(raw):  # ASCII: characters are bytes
         return entries, [(s, e - s) for s, e in char_spans], body_end
     return entries, *_byte_spans(text, char_spans, body_end)
@@ -120,7 +152,7 @@ def _scan_array(text: str):
         body_end = text.index("[") + 1
     else:
         while True:
-            entry, end = _DECODER.raw_decode(text, i)
+            entry, end = _SCANNER.raw_decode(text, i)
             entries.append(entry)
             spans.append((i, end))
             i = _WS.match(text, end).end()
@@ -145,10 +177,11 @@ def _byte_spans(text: str, char_spans, body_end: int):
     return spans, byte + len(text[char:body_end].encode("utf-8"))
 
 
-def check_entries(data: list) -> None:
+def check_entries(data: list, walk_values=None) -> None:
+    """Every entry's problems (walk_values[i] False: its values are known to be storable) and duplicates."""
     seen = set()
     for i, entry in enumerate(data):
-        problem = entry_problem(entry)
+        problem = entry_problem(entry, walk_values is None or walk_values[i])
         if problem is None and entry["run_id"] in seen:
             problem = "duplicate run_id"
         if problem:
@@ -158,7 +191,7 @@ def check_entries(data: list) -> None:
         seen.add(entry["run_id"])
 
 
-def entry_problem(entry: object) -> Optional[str]:
+def entry_problem(entry: object, walk_values: bool = True) -> Optional[str]:
     """Why a stored entry is unusable, or None."""
     if not isinstance(entry, dict):
         return f"expected an object, found {_json_type(entry)}"
@@ -177,7 +210,7 @@ def entry_problem(entry: object) -> Optional[str]:
         datetime.fromisoformat(entry["timestamp"])
     except ValueError:
         return f"timestamp {_short(repr(entry['timestamp']), 60)} is not ISO 8601"
-    return value_problem(entry)
+    return value_problem(entry) if walk_values else None
 
 
 def value_problem(value: object, depth: int = 0) -> Optional[str]:

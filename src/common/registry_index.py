@@ -309,27 +309,30 @@ class Index:
             self._q("UPDATE entries SET offset = offset + ? WHERE pos > ?", (delta, after_pos))
 
     def _metric_rows(self, positioned, create_keys: bool = True) -> list:
-        keys = {}
-        rows, inexact = [], set()
+        """(key id, value, pos) of every metric that can rank; a metric with an int too large to compare exactly
+        with floats marks its (task, name) key inexact instead (best() then answers from the JSON)."""
+        ids, rows = {}, []
         for pos, entry in positioned:
+            task = entry["task"]
             for name, value in entry["metrics"].items():
                 kind = type(value)
-                if kind is not float and kind is not int:  # bools, strings, None, objects never rank
+                if kind is float:
+                    if value - value != 0:  # never in a valid file; skipped like any unusable value
+                        continue
+                elif kind is not int:  # bools, strings, None, objects never rank
                     continue
-                if kind is float and not math.isfinite(value):
-                    continue
-                k = (entry["task"], name)
+                key = ids.get((task, name))
+                if key is None:
+                    key = ids[task, name] = self._key_id(task, name, create_keys)
                 if kind is int and not -_EXACT <= value <= _EXACT:
-                    inexact.add(k)
+                    if create_keys:
+                        self._q("UPDATE metric_keys SET inexact = 1 WHERE id = ?", (key,))
                     continue
-                rows.append((k, value, pos))
-                keys[k] = None
-        if create_keys:
-            self._many("INSERT OR IGNORE INTO metric_keys (task, name) VALUES (?, ?)", list(keys) + list(inexact))
-            self._many("UPDATE metric_keys SET inexact = 1 WHERE task = ? AND name = ?", list(inexact))
-        ids = {}
-        for k in keys:
-            found = self._q("SELECT id FROM metric_keys WHERE task = ? AND name = ?", k)
-            if found:
-                ids[k] = found[0][0]
-        return [(ids[k], value, pos) for k, value, pos in rows if k in ids]
+                rows.append((key, value, pos))
+        return rows
+
+    def _key_id(self, task: str, name: str, create: bool) -> Optional[int]:
+        if create:
+            self._q("INSERT OR IGNORE INTO metric_keys (task, name) VALUES (?, ?)", (task, name))
+        found = self._q("SELECT id FROM metric_keys WHERE task = ? AND name = ?", (task, name))
+        return found[0][0] if found else None

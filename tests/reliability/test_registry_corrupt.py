@@ -11,10 +11,13 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from src.common.config_manager import compute_config_hash
 from src.common.errors import RegistryCorruptError, UserError
 from src.common.model_registry import ModelRegistry
+from src.common.registry_format import InvalidRegistry, decode_registry, decode_with_spans
 from src.common.yaml_io import dump_yaml
 from tests.helpers import run_cli
 
@@ -77,6 +80,46 @@ def test_the_table_really_holds_damaged_variants():
     # each replace() above found its target, so no variant is accidentally the good file
     assert all(raw != GOOD for raw in CORRUPT.values())
     assert len(set(CORRUPT.values())) == len(CORRUPT)
+
+
+@pytest.mark.parametrize("kind", list(CORRUPT))
+def test_the_indexing_decoder_refuses_each_variant_with_the_same_message(kind):
+    """decode_with_spans (what builds the index) must refuse exactly what decode_registry refuses."""
+    with pytest.raises(InvalidRegistry) as canonical:
+        decode_registry(CORRUPT[kind])
+    with pytest.raises(InvalidRegistry) as indexing:
+        decode_with_spans(CORRUPT[kind])
+    assert str(indexing.value) == str(canonical.value)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=12)
+DAMAGE = [(b"", b""), (b"0.5", b"1e999"), (b"0.5", b"1E+400"), (b"0.5", b"-1e-400"), (b'"a"', b'"\\ud800"'),
+          (b'"a"', b'"\\uDC00x"'), (b"0.5", b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"),
+          (b"0.5", b"9" * 400 + b".0"), (b"0.5", b"9" * 400), (b'"b"', b'"a"'), (b"0.5", b"0.5 0.5")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(extras=st.lists(json_values, min_size=1, max_size=3), indent=st.sampled_from([None, 0, 1, 2]),
+       ascii_only=st.booleans(), damage=st.sampled_from(DAMAGE))
+def test_the_indexing_decoder_agrees_with_the_validator(extras, indent, ascii_only, damage):
+    entries = [_entry(rid, extra=x) for rid, x in zip("abc", extras)]
+    raw = json.dumps(entries, indent=indent, ensure_ascii=ascii_only).encode()
+    if damage[0]:
+        raw = raw.replace(*damage, 1)
+    try:
+        expected = decode_registry(raw)
+    except InvalidRegistry as exc:
+        with pytest.raises(InvalidRegistry) as info:
+            decode_with_spans(raw)
+        assert str(info.value) == str(exc)
+        return
+    found, spans, body_end = decode_with_spans(raw)
+    assert found == expected
+    assert [json.loads(raw[o:o + n]) for o, n in spans] == expected  # each span is exactly its entry
+    assert raw[body_end:].strip(b" \t\r\n") == b"]"
 
 
 def _make_run_dir(outputs: Path, name: str) -> Path:
