@@ -72,7 +72,8 @@ def test_nan_weights_fail_a_segmentation_run_at_the_first_step(ws):
     net = build_model("lraspp_mobilenet_v3_large", 8).net
     torch.save({k: v.float().fill_(float("nan")) if v.is_floating_point() else v for k, v in net.state_dict().items()},
                ws / "nan_seg.pth")
-    proc = run_script("train.py", "--config", SEG, "--task", "segmentation", "--train-data", "data/seg/train",
+    proc = run_script("train.py", "--config", SEG, "--task", "segmentation", "--subtask", "road_scene_segmentation",
+                      "--train-data", "data/seg/train",
                       "--val-data", "data/seg/val", "--config-override", f"segmentation.model.weights={ws / 'nan_seg.pth'}",
                       "--config-override", "segmentation.training.batch_size=2",
                       "--config-override", "segmentation.training.crop_size=[32,64]", cwd=ws, env=workspace_env(ws))

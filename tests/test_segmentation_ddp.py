@@ -32,7 +32,7 @@ def test_torchrun_two_cpu_processes_make_one_run(tmp_path):
     assert [line for line in proc.stdout.splitlines() if line.startswith("Run ID:")] == [f"Run ID: {run_dir.name}"]
     assert [e["run_id"] for e in registry_entries(ws)] == [run_dir.name]
     # Only rank 0 writes: the expected files (git.diff when the tree is dirty), no leftovers of a second writer.
-    assert EXPECTED_FILES <= {p.name for p in run_dir.iterdir()} <= EXPECTED_FILES | {"git.diff"}
+    assert EXPECTED_FILES <= {p.name for p in run_dir.iterdir()} <= EXPECTED_FILES | {"git.diff", ".lock"}
     meta = load_yaml(run_dir / "metadata.yaml")
     assert (meta["status"], meta["world_size"], meta["run_id"]) == ("completed", 2, run_dir.name)
     assert "resumes" not in meta
