@@ -68,10 +68,11 @@ def _registry(args):
 
 def _list(args) -> int:
     registry = _registry(args)
-    if args.task is not None:
-        entries = _checked("list", registry.find_entries_by_task, args.task)
-    else:
-        entries = registry.list_entries()
+    if args.json:  # whole entries
+        entries = _checked("list", registry.find_entries_by_task, args.task) if args.task is not None \
+            else registry.list_entries()
+    else:  # what the table shows, from the index: no whole entry is read
+        entries = _checked("list", registry.list_summaries, args.task)
     if args.sort:
         entries = _sorted_by_metric(entries, args.sort, args.mode)
     if args.json:
@@ -173,12 +174,19 @@ def _fmt(value) -> str:
 
 
 def _metrics_text(metrics: dict, limit: int = 60) -> str:
-    text = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items())
+    parts, size = [], -1
+    for k, v in metrics.items():  # only as many as can show: a table of 10,000 runs formats each row
+        parts.append(f"{k}={v:.4g}" if type(v) is float else f"{k}={_fmt(v)}")
+        size += len(parts[-1]) + 1
+        if size > limit:
+            break
+    text = " ".join(parts)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_table(headers, rows) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [headers, *rows]]
+    table = [list(map(str, headers)), *(list(map(str, row)) for row in rows)]
+    widths = [max(map(len, col)) for col in zip(*table)]
+    lines = ["  ".join(map(str.ljust, cells, widths)).rstrip() for cells in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

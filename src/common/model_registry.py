@@ -15,13 +15,14 @@ import os
 import re
 from datetime import date, datetime
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Union
 
-from src.common.atomic import atomic_write_text
 from src.common.errors import RegistryCorruptError, UserError
-from src.common.registry_rundirs import RebuildReport, VerifyResult, build_entry, collect_entries, verify_entry
 from src.common.registry_format import MAX_DEPTH, OPTIONAL_STRING_FIELDS, value_problem
 from src.common.registry_store import RegistryStore, copy_json
+
+if TYPE_CHECKING:
+    from src.common.registry_rundirs import RebuildReport, VerifyResult
 
 REGISTRY_ENV = "STREET_SCENE_REGISTRY"
 DEFAULT_REGISTRY = Path("registry") / "model_registry.json"
@@ -36,6 +37,21 @@ ENTRY_FIELDS = ("run_id", "task", "config_hash", "checkpoint_path", "metrics", "
 _PATH_FIELDS = ("checkpoint_path", "run_dir", "config_path")
 
 __all__ = ["ModelRegistry", "build_entry", "default_registry_path", "RebuildReport", "VerifyResult"]
+
+
+def build_entry(run_dir) -> dict:
+    """The registry entry of a completed run directory (see registry_rundirs.build_entry)."""
+    from src.common.registry_rundirs import build_entry as build  # run-dir code: not needed to read the registry
+
+    return build(run_dir)
+
+
+def __getattr__(name: str):
+    if name in ("RebuildReport", "VerifyResult"):  # importable from here, loaded only when asked for
+        from src.common import registry_rundirs
+
+        return getattr(registry_rundirs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_registry_path() -> Path:
@@ -84,6 +100,11 @@ class ModelRegistry:
         """Every entry, in registration order (copies: changing them does not change the registry)."""
         return self._store.entries()
 
+    def list_summaries(self, task: Optional[str] = None) -> List[dict]:
+        """run_id, task, status, timestamp, config_hash and metrics of every entry (of `task`), in order: what a
+        table of runs shows, answered from the index without reading whole entries."""
+        return self._store.summaries(None if task is None else _check_task(task))
+
     def get_entry(self, run_id: str) -> Optional[dict]:
         return self._store.get(_check_run_id(run_id))
 
@@ -113,6 +134,8 @@ class ModelRegistry:
 
         The CSV's folder must exist: a mistyped path is refused instead of creating folders.
         """
+        from src.common.atomic import atomic_write_text  # tempfile: only writers need it
+
         path = _check_export_path(Path(path))
         rows = [_flatten(e) for e in self._store.entries()]
         columns = [c for c in ENTRY_FIELDS if c not in ("metrics", "metadata", "dataset")]
@@ -127,7 +150,7 @@ class ModelRegistry:
         return len(rows)
 
     # ---- derived-index maintenance --------------------------------------------------------------------------
-    def rebuild(self, outputs_dir: Union[str, os.PathLike, None] = None) -> RebuildReport:
+    def rebuild(self, outputs_dir: Union[str, os.PathLike, None] = None) -> "RebuildReport":
         """Replace the registry with entries built from every completed run dir under `outputs_dir`.
 
         Default root: STREET_SCENE_OUTPUT_DIR, else ./outputs. A corrupt registry file is moved aside to
@@ -135,6 +158,8 @@ class ModelRegistry:
         scanned before the lock is taken (scanning can be slow), so a run that finishes during the scan may need
         another rebuild.
         """
+        from src.common.registry_rundirs import collect_entries
+
         report = collect_entries(outputs_dir, normalize_entry)
         report.entries.sort(key=lambda e: (e["timestamp"], e["run_id"]))
         try:
@@ -146,8 +171,10 @@ class ModelRegistry:
         report.dropped = sorted(before - {e["run_id"] for e in report.entries})
         return report
 
-    def verify(self) -> List[VerifyResult]:
+    def verify(self) -> List["VerifyResult"]:
         """Check every entry: checkpoint exists, sha256 matches, config hash matches the run's config.yaml."""
+        from src.common.registry_rundirs import verify_entry
+
         return [verify_entry(e) for e in self._store.entries()]
 
 

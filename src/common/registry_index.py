@@ -20,6 +20,7 @@ SQLite runs with synchronous=OFF: a killed process cannot break its transactions
 an OS crash could, so the index records the boot id and is not trusted after a reboot.
 """
 
+import json
 import math
 import os
 import sqlite3
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _EDGE = 64  # bytes of the file's head and tail kept in the identity
 _EXACT = 2 ** 53  # larger ints do not compare exactly with floats in SQLite: such metrics are ranked in Python
 _COARSE_CLOCK = 5  # Linux CLOCK_REALTIME_COARSE: the clock the kernel stamps files with (or below it)
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), version 
     boot TEXT NOT NULL, ident TEXT NOT NULL, edges BLOB NOT NULL, sealed INTEGER NOT NULL,
     body_end INTEGER NOT NULL, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (pos INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, task TEXT NOT NULL,
-    config_hash TEXT NOT NULL, timestamp TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL);
+    config_hash TEXT NOT NULL, timestamp TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+    status TEXT, metrics TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS entries_by_task ON entries (task, pos);
 CREATE INDEX IF NOT EXISTS entries_by_config ON entries (config_hash, pos);
 CREATE TABLE IF NOT EXISTS metric_keys (id INTEGER PRIMARY KEY, task TEXT NOT NULL, name TEXT NOT NULL,
@@ -269,6 +271,13 @@ class Index:
         assert column in ("run_id", "task", "config_hash")
         return self._q(f"SELECT run_id, offset, length FROM entries WHERE {column} = ? ORDER BY pos", (value,))
 
+    def summaries(self, task: Optional[str]) -> List[tuple]:
+        """(run_id, task, status, timestamp, config_hash, metrics JSON) of every entry (of `task`), in order."""
+        columns = "SELECT run_id, task, status, timestamp, config_hash, metrics FROM entries"
+        if task is None:
+            return self._q(columns + " ORDER BY pos")
+        return self._q(columns + " WHERE task = ? ORDER BY pos", (task,))
+
     def best(self, task: str, name: str, mode: str):
         """(run_id, offset, length) of the best entry, None when no entry ranks, or INEXACT."""
         key = self._q("SELECT id, inexact FROM metric_keys WHERE task = ? AND name = ?", (task, name))
@@ -293,9 +302,10 @@ class Index:
         self.add(list(enumerate(entries)), spans)
 
     def add(self, positioned: List[Tuple[int, dict]], spans: List[Tuple[int, int]]) -> None:
-        self._many("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   [(pos, e["run_id"], e["task"], e["config_hash"], e["timestamp"], off, length)
-                    for (pos, e), (off, length) in zip(positioned, spans)])
+        dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+        self._many("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   [(pos, e["run_id"], e["task"], e["config_hash"], e["timestamp"], off, length, e.get("status"),
+                     dumps(e["metrics"])) for (pos, e), (off, length) in zip(positioned, spans)])
         self._many("INSERT OR IGNORE INTO metrics VALUES (?, ?, ?)", self._metric_rows(positioned))
 
     def drop(self, pos: int, entry: dict) -> None:

@@ -18,13 +18,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, List, NamedTuple, Optional
 
-from src.common.atomic import atomic_write_with
 from src.common.errors import UserError
 from src.common.registry_format import (InvalidRegistry, best_entry, corrupt_error, decode_with_spans,
                                         dump_entry, entry_problem, loads_trusted)
 from src.common.registry_index import (INEXACT, Identity, Index, IndexUnusable, Loc, clock_floor_ns,
                                        identity_of, mtime_stamp, open_index, readers_seal, stat_key)
 
+SUMMARY_FIELDS = ("run_id", "task", "status", "timestamp", "config_hash", "metrics")
 _READ_WAIT = 2.0  # seconds a reader waits for a writer's index commit before reading the JSON instead
 _SEP = b",\n  "
 _CHUNK = 1 << 20
@@ -144,6 +144,17 @@ class RegistryStore:
         """Entries whose `task` or `config_hash` is `value`."""
         return self._read(lambda view: view.where(field, value),
                           lambda entries: [copy_json(e) for e in entries if e[field] == value])
+
+    def summaries(self, task: Optional[str]) -> List[dict]:
+        """SUMMARY_FIELDS of every entry (of `task`): what a table of runs shows, read from the index alone."""
+        def fast(view):
+            rows = view.index.summaries(task)
+            metrics = _trusted_list("[" + ",".join(r[5] for r in rows) + "]", len(rows))
+            return [{"run_id": r[0], "task": r[1], "status": r[2], "timestamp": r[3], "config_hash": r[4],
+                     "metrics": m} for r, m in zip(rows, metrics)]
+
+        return self._read(fast, lambda entries: [{k: copy_json(e.get(k)) for k in SUMMARY_FIELDS} for e in entries
+                                                 if task is None or e["task"] == task])
 
     def best(self, task: str, metric: str, mode: str) -> Optional[dict]:
         def fast(view):
@@ -346,6 +357,8 @@ class RegistryStore:
             if base is not None:
                 self._backup_current(base)
 
+        from src.common.atomic import atomic_write_with  # tempfile: only writers need it
+
         try:
             atomic_write_with(self.path, write)
             ident = identity_of(held["fd"])
@@ -374,6 +387,8 @@ class RegistryStore:
             os.link(self.path, tmp)
             os.replace(tmp, self.backup_path)
         except OSError:  # no hard links on this filesystem: copy the bytes instead
+            from src.common.atomic import atomic_write_with
+
             def copy(f):
                 base.copy_to(f.fileno(), 0, base.size)
 
@@ -525,12 +540,20 @@ def _read_all(fd: int) -> bytes:
 
 def _trusted_entries(raw: bytes, count: int) -> List[dict]:
     try:
-        entries = loads_trusted(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise IndexUnusable(f"file does not read back: {exc}") from None
-    if not isinstance(entries, list) or len(entries) != count:
-        raise IndexUnusable("entry count differs from the index")
-    return entries
+    return _trusted_list(text, count)
+
+
+def _trusted_list(text: str, count: int) -> list:
+    try:
+        items = loads_trusted(text)
+    except (ValueError, RecursionError) as exc:
+        raise IndexUnusable(f"does not read back: {exc}") from None
+    if not isinstance(items, list) or len(items) != count:
+        raise IndexUnusable("count differs from the index")
+    return items
 
 
 def _path_key(path: Path) -> Optional[str]:
