@@ -546,17 +546,17 @@ def test_many_processes_registering_at_once_lose_nothing(registry, reg_path, tmp
 
 KILLED_WRITER = """
 import sys, time
-from src.common import registry_store
+from src.common import registry_splice
 from src.common.model_registry import ModelRegistry
 path, ready = sys.argv[1], sys.argv[2]
-copy_range = registry_store.copy_range
+copy_range = registry_splice.copy_range
 
 def copy_half_then_hang(src, out, offset, length):
     copy_range(src, out, offset, length // 2)
     open(ready, "w").close()
     time.sleep(120)  # SIGKILLed here, half-way through writing the new registry
 
-registry_store.copy_range = copy_half_then_hang
+registry_splice.copy_range = copy_half_then_hang
 ModelRegistry(path).register({"run_id": "doomed", "task": "vehicle_detection", "config_hash": "abc123de",
                               "checkpoint_path": "/runs/doomed/best_model.pth", "metrics": {"x": [0.5] * 500},
                               "metadata": {}})

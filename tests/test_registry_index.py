@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import REPO_ROOT, subprocess_env
-from src.common import registry_format, registry_index, registry_store
+from src.common import registry_format, registry_index, registry_splice, registry_store
 from src.common.errors import RegistryCorruptError
 from src.common.model_registry import ModelRegistry, normalize_entry
 from src.common.registry_format import best_entry, decode_registry, dump_entry
@@ -118,7 +118,7 @@ def test_the_index_answers_without_parsing_the_file(reg_path, monkeypatch):
 def test_a_registration_serializes_only_its_own_entry(reg_path, monkeypatch):
     ModelRegistry(reg_path).register_many([make_entry(f"r{i}") for i in range(50)])
     dumped = []
-    monkeypatch.setattr(registry_store, "dump_entry", lambda e: dumped.append(e["run_id"]) or dump_entry(e))
+    monkeypatch.setattr(registry_splice, "dump_entry", lambda e: dumped.append(e["run_id"]) or dump_entry(e))
     monkeypatch.setattr(registry_store, "decode_with_spans", lambda raw: pytest.fail("the whole file was parsed"))
     ModelRegistry(reg_path).register(make_entry("new"))
     ModelRegistry(reg_path).register(make_entry("r7", metrics={"m": 0.75}))  # replaced in place

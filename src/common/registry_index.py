@@ -21,7 +21,6 @@ an OS crash could, so the index records the boot id and is not trusted after a r
 """
 
 import json
-import math
 import os
 import sqlite3
 import time
@@ -104,9 +103,11 @@ def mtime_stamp() -> int:
 
 
 def readers_seal(before: Identity, after: Identity, clock_at_start: int) -> bool:
-    """Whether a reader that validated the file between these identities may seal an index of it."""
+    """Whether a reader that validated the file between these identities may seal an index of it: the file was
+    last written before the reader started (so a later write gets a later mtime), in a filesystem whose times
+    are finer than a millisecond (a whole-millisecond mtime, 1 in 10^6 otherwise, suggests rounding)."""
     m = before.mtime_ns
-    return before == after and m < clock_at_start and m % 1000 != 0 and m <= time.time_ns()
+    return before == after and m < clock_at_start and m % 1_000_000 != 0 and m <= time.time_ns()
 
 
 def _boot_id() -> str:

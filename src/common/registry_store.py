@@ -16,102 +16,22 @@ import os
 import threading
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, List, NamedTuple, Optional
+from typing import Iterator, List, Optional
 
 from src.common.errors import UserError
-from src.common.registry_format import (InvalidRegistry, best_entry, corrupt_error, decode_with_spans,
-                                        dump_entry, entry_problem, loads_trusted)
-from src.common.registry_index import (INEXACT, Identity, Index, IndexUnusable, Loc, clock_floor_ns,
-                                       identity_of, mtime_stamp, open_index, readers_seal, stat_key)
+from src.common.registry_format import InvalidRegistry, best_entry, copy_json, corrupt_error, decode_with_spans
+from src.common.registry_index import (INEXACT, Identity, Index, IndexUnusable, clock_floor_ns, identity_of,
+                                       mtime_stamp, open_index, readers_seal, stat_key)
+from src.common.registry_splice import (FileChanged, IndexedFile, ParsedFile, Splice, append_plan, read_all,
+                                        read_entries, remove_plan, replace_plan, trusted_entries, trusted_list,
+                                        whole_plan, write_all)
 
 SUMMARY_FIELDS = ("run_id", "task", "status", "timestamp", "config_hash", "metrics")
 _READ_WAIT = 2.0  # seconds a reader waits for a writer's index commit before reading the JSON instead
-_SEP = b",\n  "
-_CHUNK = 1 << 20
 
 
 class RegistryLockedError(UserError):
     """Another process held the registry lock for longer than the timeout."""
-
-
-class _Changed(Exception):
-    """The file changed while a writer that trusted the index was copying it (a writer ignoring the lock)."""
-
-
-class _Splice(NamedTuple):
-    """New file = old[:start] + insert + old[end:]; `update` brings an index of the old file up to date."""
-
-    start: int
-    end: int
-    insert: bytes
-    update: Callable[[Index], None]
-    body_end: int
-    count: int
-    whole: bool = False  # the update rebuilds the index rather than editing an index of the old file
-
-
-class _Parsed:
-    """The current file, read and validated in full."""
-
-    def __init__(self, raw: bytes, entries: List[dict], spans, body_end):
-        self.raw, self._entries, self.spans, self.body_end = raw, entries, spans, body_end
-        self.size, self.count, self.max_pos = len(raw), len(entries), len(entries) - 1
-        self.can_splice = spans is not None
-        self._pos = {e["run_id"]: i for i, e in enumerate(entries)}
-
-    def entries(self) -> List[dict]:
-        return self._entries
-
-    def present(self, run_ids) -> bool:
-        return any(r in self._pos for r in run_ids)
-
-    def locate(self, run_id: str) -> Optional[Loc]:
-        i = self._pos.get(run_id)
-        if i is None:
-            return None
-        prev_end = sum(self.spans[i - 1]) if i else None
-        next_offset = self.spans[i + 1][0] if i + 1 < len(self.spans) else None
-        return Loc(i, *self.spans[i], prev_end, next_offset)
-
-    def entry(self, loc: Loc, run_id: str) -> dict:
-        return self._entries[loc.pos]
-
-    def copy_to(self, out: int, offset: int, length: int) -> None:
-        _write_all(out, memoryview(self.raw)[offset:offset + length])
-
-    def check_unchanged(self) -> None:
-        pass  # the bytes come from memory: what was validated is what gets written
-
-
-class _Indexed:
-    """The current file as the index describes it (trusted: its identity is sealed and unchanged)."""
-
-    can_splice = True
-
-    def __init__(self, fd: int, ident: Identity, index: Index, path: Path):
-        self.fd, self.ident, self.index, self.path = fd, ident, index, path
-        self.size, self.body_end, self.count = ident.size, index.body_end(), index.count()
-        self.max_pos = index.max_pos()
-
-    def entries(self) -> List[dict]:
-        return _trusted_entries(_read_all(self.fd), self.count)
-
-    def present(self, run_ids) -> bool:
-        return self.index.present(run_ids)
-
-    def locate(self, run_id: str) -> Optional[Loc]:
-        return self.index.locate(run_id)
-
-    def entry(self, loc: Loc, run_id: str) -> dict:
-        return read_entries(self.fd, [(run_id, loc.offset, loc.length)], self.size)[0]
-
-    def copy_to(self, out: int, offset: int, length: int) -> None:
-        copy_range(self.fd, out, offset, length)
-
-    def check_unchanged(self) -> None:
-        st = os.stat(self.path)
-        if identity_of(self.fd) != self.ident or (st.st_dev, st.st_ino) != self.ident.inode:
-            raise _Changed()
 
 
 class RegistryStore:
@@ -122,7 +42,7 @@ class RegistryStore:
         self.lock_timeout = lock_timeout
         self._lock = None  # filelock.FileLock, made on first write (keeps import and construction cheap)
         self._mutex = threading.RLock()  # threads sharing one instance share its in-memory copy
-        self._parsed: Optional[_Parsed] = None
+        self._parsed: Optional[ParsedFile] = None
 
     @property
     def backup_path(self) -> Path:
@@ -149,7 +69,7 @@ class RegistryStore:
         """SUMMARY_FIELDS of every entry (of `task`): what a table of runs shows, read from the index alone."""
         def fast(view):
             rows = view.index.summaries(task)
-            metrics = _trusted_list("[" + ",".join(r[5] for r in rows) + "]", len(rows))
+            metrics = trusted_list("[" + ",".join(r[5] for r in rows) + "]", len(rows))
             return [{"run_id": r[0], "task": r[1], "status": r[2], "timestamp": r[3], "config_hash": r[4],
                      "metrics": m} for r, m in zip(rows, metrics)]
 
@@ -188,11 +108,11 @@ class RegistryStore:
                     pass
                 return slow(self._validated(f.fileno(), ident, clock).entries())
 
-    def _validated(self, fd: int, ident: Identity, clock: int) -> _Parsed:
-        raw = _read_all(fd)
+    def _validated(self, fd: int, ident: Identity, clock: int) -> ParsedFile:
+        raw = read_all(fd)
         if self._parsed is None or self._parsed.raw != raw:
             try:
-                self._parsed = _Parsed(raw, *decode_with_spans(raw))
+                self._parsed = ParsedFile(raw, *decode_with_spans(raw))
             except InvalidRegistry as exc:
                 raise corrupt_error(self.path, str(exc)) from None
         parsed = self._parsed
@@ -200,7 +120,7 @@ class RegistryStore:
             self._index_quietly(ident, parsed)
         return parsed
 
-    def _index_quietly(self, ident: Identity, parsed: _Parsed) -> None:
+    def _index_quietly(self, ident: Identity, parsed: ParsedFile) -> None:
         # Best effort: another process may be writing the index (we do not wait) or the folder be read-only.
         try:
             with open_index(self.path, write=True, timeout=0.05) as index:
@@ -258,11 +178,11 @@ class RegistryStore:
         """Add entries, replacing (in place) any with the same run_id; the last of equal run_ids wins."""
         ids = [e["run_id"] for e in entries]
 
-        def plan(base) -> Optional[_Splice]:
+        def plan(base) -> Optional[Splice]:
             if len(set(ids)) == len(ids) and not base.present(ids):
-                return _append(base, entries)
+                return append_plan(base, entries)
             if len(entries) == 1:
-                return _replace(base, base.locate(ids[0]), entries[0])
+                return replace_plan(base, base.locate(ids[0]), entries[0])
             return None
 
         def merge(current: List[dict]) -> List[dict]:
@@ -277,7 +197,7 @@ class RegistryStore:
             loc = base.locate(run_id)
             if loc is None:
                 return False
-            return None if base.count == 1 else _remove(base, loc, run_id)
+            return None if base.count == 1 else remove_plan(base, loc, run_id)
 
         def without(current: List[dict]) -> Optional[List[dict]]:
             kept = [e for e in current if e["run_id"] != run_id]
@@ -302,7 +222,7 @@ class RegistryStore:
         with self.locked():
             try:
                 return self._write_once(plan, full, use_index=True)
-            except (_Changed, IndexUnusable):  # raised before anything was written: do it from the JSON
+            except (FileChanged, IndexUnusable):  # raised before anything was written: do it from the JSON
                 return self._write_once(plan, full, use_index=False)
 
     def _write_once(self, plan, full, use_index: bool) -> bool:
@@ -320,7 +240,7 @@ class RegistryStore:
             splice = plan(base) if base is not None and base.can_splice else None
             if splice is None:
                 entries = full(base.entries() if base is not None else [])
-                splice = False if entries is None else _whole(entries, base)
+                splice = False if entries is None else whole_plan(entries, base)
             if splice is False:
                 return False
             self._commit(base, splice, index)
@@ -331,28 +251,29 @@ class RegistryStore:
             return None
         ident = identity_of(f.fileno())
         if index is not None and index.trusts(ident):
-            return _Indexed(f.fileno(), ident, index, self.path)
-        raw = _read_all(f.fileno())
+            return IndexedFile(f.fileno(), ident, index, self.path)
+        raw = read_all(f.fileno())
         if self._parsed is not None and self._parsed.raw == raw and self._parsed.can_splice:
             return self._parsed
         try:
-            return _Parsed(raw, *decode_with_spans(raw))
+            return ParsedFile(raw, *decode_with_spans(raw))
         except InvalidRegistry as exc:
             raise corrupt_error(self.path, str(exc)) from None
 
-    def _commit(self, base, splice: _Splice, index: Optional[Index]) -> None:
+    def _commit(self, base, splice: Splice, index: Optional[Index]) -> None:
         held = {}
 
         def write(f) -> None:
             out = f.fileno()
             if base is not None:
                 base.copy_to(out, 0, splice.start)
-            _write_all(out, splice.insert)
+            write_all(out, splice.insert)
             if base is not None:
                 base.copy_to(out, splice.end, base.size - splice.end)
                 base.check_unchanged()
-            held["stamp"] = mtime_stamp()  # after the last write: any later write stamps a later time
-            os.utime(out, ns=(held["stamp"], held["stamp"]))
+            if os.utime in os.supports_fd:  # else no stamp: the index stays unsealed and readers parse
+                held["stamp"] = mtime_stamp()  # after the last write: any later write stamps a later time
+                os.utime(out, ns=(held["stamp"], held["stamp"]))
             held["fd"] = os.dup(out)
             if base is not None:
                 self._backup_current(base)
@@ -362,7 +283,7 @@ class RegistryStore:
         try:
             atomic_write_with(self.path, write)
             ident = identity_of(held["fd"])
-            sealed = ident.mtime_ns == held["stamp"] and _path_key(self.path) == ident.stat
+            sealed = ident.mtime_ns == held.get("stamp") and _path_key(self.path) == ident.stat
         finally:
             if "fd" in held:
                 os.close(held["fd"])
@@ -370,7 +291,7 @@ class RegistryStore:
         if index is None:
             return
         try:  # the JSON is written; from here a failure only leaves the index stale (then rebuilt)
-            if isinstance(base, _Parsed) and not splice.whole:  # index the old file, then update it
+            if isinstance(base, ParsedFile) and not splice.whole:  # index the old file, then update it
                 index.rebuild(base.entries(), base.spans)
             splice.update(index)
             index.set_identity(ident, sealed, splice.body_end, splice.count)
@@ -414,146 +335,11 @@ class _View:
         return read_entries(self.fd, self.index.spans(column, value), self.size)
 
     def all_entries(self) -> List[dict]:
-        raw = _read_all(self.fd)
+        raw = read_all(self.fd)
         cached = self._store._parsed
         if cached is None or cached.raw != raw:
-            cached = self._store._parsed = _Parsed(raw, _trusted_entries(raw, self.index.count()), None, None)
+            cached = self._store._parsed = ParsedFile(raw, trusted_entries(raw, self.index.count()), None, None)
         return [copy_json(e) for e in cached.entries()]
-
-
-# ---- plans: what changes, as a splice of the old file --------------------------------------------------------
-def _append(base, entries: List[dict]) -> _Splice:
-    lines = [dump_entry(e) for e in entries]
-    sep = _SEP if base.count else b"\n  "
-    spans, offset = [], base.body_end + len(sep)
-    for line in lines:
-        spans.append((offset, len(line)))
-        offset += len(line) + len(_SEP)
-    first = base.max_pos + 1
-
-    def update(index: Index) -> None:
-        index.add(list(enumerate(entries, first)), spans)
-
-    return _Splice(base.body_end, base.size, sep + _SEP.join(lines) + b"\n]\n", update, sum(spans[-1]),
-                   base.count + len(entries))
-
-
-def _replace(base, loc: Loc, entry: dict) -> _Splice:
-    line = dump_entry(entry)
-    old = base.entry(loc, entry["run_id"])
-    delta = len(line) - loc.length
-
-    def update(index: Index) -> None:
-        index.drop(loc.pos, old)
-        index.add([(loc.pos, entry)], [(loc.offset, len(line))])
-        index.shift(loc.pos, delta)
-
-    return _Splice(loc.offset, loc.offset + loc.length, line, update, base.body_end + delta, base.count)
-
-
-def _remove(base, loc: Loc, run_id: str) -> _Splice:
-    old = base.entry(loc, run_id)
-    if loc.prev_end is None:  # the first entry: take the separator after it
-        start, end = loc.offset, loc.next_offset
-    else:
-        start, end = loc.prev_end, loc.offset + loc.length
-
-    def update(index: Index) -> None:
-        index.drop(loc.pos, old)
-        index.shift(loc.pos, start - end)
-
-    return _Splice(start, end, b"", update, base.body_end - (end - start), base.count - 1)
-
-
-def _whole(entries: List[dict], base) -> _Splice:
-    lines = [dump_entry(e) for e in entries]
-    spans, offset = [], 4  # len(b"[\n  ")
-    for line in lines:
-        spans.append((offset, len(line)))
-        offset += len(line) + len(_SEP)
-    data = b"[\n  " + _SEP.join(lines) + b"\n]\n" if lines else b"[]\n"
-
-    def update(index: Index) -> None:
-        index.rebuild(entries, spans)
-
-    size = base.size if base is not None else 0
-    return _Splice(0, size, data, update, sum(spans[-1]) if spans else 1, len(entries), whole=True)
-
-
-# ---- bytes ---------------------------------------------------------------------------------------------------
-def read_entries(fd: int, spans, size: int) -> List[dict]:
-    """The entries at these (run_id, offset, length) spans of a trusted file; IndexUnusable if they are not."""
-    if not spans:
-        return []
-    if len(spans) > 64:  # many entries: one read of the file beats a read each
-        raw = memoryview(_read_all(fd))
-        chunks = [raw[o:o + n] for _, o, n in spans]
-    else:
-        chunks = [os.pread(fd, n, o) for _, o, n in spans]
-    try:
-        entries = loads_trusted((b"[" + b",".join(chunks) + b"]").decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise IndexUnusable(f"entries do not read back: {exc}") from None
-    if len(entries) != len(spans) or any(
-            not isinstance(e, dict) or e.get("run_id") != rid for e, (rid, _, _) in zip(entries, spans)):
-        raise IndexUnusable("entries do not read back as indexed")
-    if len(spans) == 1 and entry_problem(entries[0]):
-        raise IndexUnusable("entry does not read back as indexed")
-    return entries
-
-
-def copy_range(src: int, out: int, offset: int, length: int) -> None:
-    """Append `length` bytes of `src` from `offset` to `out`, in the kernel where it can."""
-    end = offset + length
-    while offset < end:
-        try:
-            n = os.copy_file_range(src, out, min(end - offset, 1 << 30), offset)
-        except OSError:  # not supported here (another filesystem, old kernel): copy through memory
-            n = _copy_through_memory(src, out, offset, end)
-        if n == 0:
-            raise _Changed()  # the file ended early: it was truncated under us
-        offset += n
-
-
-def _copy_through_memory(src: int, out: int, offset: int, end: int) -> int:
-    data = os.pread(src, min(end - offset, _CHUNK), offset)
-    _write_all(out, data)
-    return len(data)
-
-
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_all(fd: int) -> bytes:
-    size = os.fstat(fd).st_size
-    chunks, offset = [], 0
-    while True:
-        chunk = os.pread(fd, max(size - offset, 0) + 1, offset)  # +1: notice a file that grew
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        offset += len(chunk)
-
-
-def _trusted_entries(raw: bytes, count: int) -> List[dict]:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise IndexUnusable(f"file does not read back: {exc}") from None
-    return _trusted_list(text, count)
-
-
-def _trusted_list(text: str, count: int) -> list:
-    try:
-        items = loads_trusted(text)
-    except (ValueError, RecursionError) as exc:
-        raise IndexUnusable(f"does not read back: {exc}") from None
-    if not isinstance(items, list) or len(items) != count:
-        raise IndexUnusable("count differs from the index")
-    return items
 
 
 def _path_key(path: Path) -> Optional[str]:
@@ -574,12 +360,3 @@ def _maybe_index(path: Path, use: bool):
 
 def _unreadable(path: Path, exc: OSError) -> UserError:
     return UserError(f"cannot read registry {path}: {exc.strerror}; check the path and permissions")
-
-
-def copy_json(value):
-    """Deep copy of plain JSON data (much faster than copy.deepcopy)."""
-    if isinstance(value, dict):
-        return {k: copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [copy_json(v) for v in value]
-    return value
