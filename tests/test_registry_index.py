@@ -398,3 +398,14 @@ def test_a_writer_killed_at_random_moments_never_breaks_the_registry(reg_path):
         assert isinstance(json.loads(reg_path.read_text()), list), round_
         assert_consistent(reg_path)
     assert registry_format.decode_registry(reg_path.read_bytes())[0]["run_id"] == "first"
+
+
+def test_an_index_whose_rows_disagree_with_the_file_is_rebuilt(reg_path):
+    ModelRegistry(reg_path).register_many([make_entry("a", metrics={"m": 0.1}), make_entry("b", metrics={"m": 0.5})])
+    with sqlite3.connect(index_path(reg_path)) as conn:  # meta still names the file; the rows no longer match it
+        conn.execute("UPDATE entries SET offset = offset + 1")
+        conn.execute("UPDATE metrics SET value = 0.9 WHERE value = 0.1")
+    assert index_trusted(reg_path)
+    assert_consistent(reg_path)  # every answer read back from the file is checked
+    with sqlite3.connect(index_path(reg_path)) as conn:
+        assert conn.execute("SELECT count(*) FROM metrics WHERE value = 0.9").fetchone() == (0,)  # rebuilt

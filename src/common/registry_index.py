@@ -239,7 +239,7 @@ class Index:
 
     def trusts(self, ident: Identity) -> bool:
         meta = self._meta()
-        return (meta is not None and meta[0] == SCHEMA_VERSION and meta[1] == self._boot and meta[2] == ident.stat and meta[3] == ident.edges and meta[4] == 1)
+        return meta is not None and tuple(meta[:5]) == (SCHEMA_VERSION, self._boot, ident.stat, ident.edges, 1)
 
     def body_end(self) -> int:
         return self._q("SELECT body_end FROM meta")[0][0]
@@ -280,7 +280,7 @@ class Index:
         return self._q(columns + " WHERE task = ? ORDER BY pos", (task,))
 
     def best(self, task: str, name: str, mode: str):
-        """(run_id, offset, length) of the best entry, None when no entry ranks, or INEXACT."""
+        """(run_id, offset, length, value) of the best entry, None when no entry ranks, or INEXACT."""
         key = self._q("SELECT id, inexact FROM metric_keys WHERE task = ? AND name = ?", (task, name))
         if not key:
             return None
@@ -290,7 +290,7 @@ class Index:
         top = self._q(f"SELECT value FROM metrics WHERE key = ? ORDER BY value {order} LIMIT 1", (key[0][0],))
         if not top:
             return None
-        rows = self._q("SELECT e.run_id, e.offset, e.length FROM metrics m JOIN entries e ON e.pos = m.pos "
+        rows = self._q("SELECT e.run_id, e.offset, e.length, m.value FROM metrics m JOIN entries e ON e.pos = m.pos "
                        "WHERE m.key = ? AND m.value = ? ORDER BY e.timestamp, e.run_id LIMIT 1",
                        (key[0][0], top[0][0]))
         return rows[0] if rows else None

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from src.common.errors import UserError
-from src.common.registry_format import InvalidRegistry, best_entry, copy_json, corrupt_error, decode_with_spans
+from src.common.registry_format import (InvalidRegistry, best_entry, copy_json, corrupt_error, decode_with_spans,
+                                        metric_value)
 from src.common.registry_index import (INEXACT, Identity, Index, IndexUnusable, clock_floor_ns, identity_of,
                                        mtime_stamp, open_index, readers_seal, stat_key)
 from src.common.registry_splice import (FileChanged, IndexedFile, ParsedFile, Splice, append_plan, read_all,
@@ -81,7 +82,12 @@ class RegistryStore:
             hit = view.index.best(task, metric, mode)
             if hit is INEXACT:
                 return best_entry(view.where("task", task), task, metric, mode)
-            return None if hit is None else read_entries(view.fd, [hit], view.size)[0]
+            if hit is None:
+                return None
+            entry = read_entries(view.fd, [hit[:3]], view.size)[0]
+            if metric_value(entry, metric) != hit[3]:
+                raise IndexUnusable("the best entry does not read back with its indexed value")
+            return entry
 
         def slow(entries):
             found = best_entry(entries, task, metric, mode)
@@ -100,15 +106,17 @@ class RegistryStore:
                 raise _unreadable(self.path, exc) from None
             with f:
                 ident = identity_of(f.fileno())
+                trusted = False
                 try:
                     with open_index(self.path, write=False, timeout=_READ_WAIT) as index:
-                        if index is not None and index.trusts(ident):
+                        trusted = index is not None and index.trusts(ident)
+                        if trusted:
                             return fast(_View(f.fileno(), ident.size, index, self))
-                except IndexUnusable:
+                except IndexUnusable:  # it vouched for the file but does not read back: rebuild it
                     pass
-                return slow(self._validated(f.fileno(), ident, clock).entries())
+                return slow(self._validated(f.fileno(), ident, clock, reindex=trusted).entries())
 
-    def _validated(self, fd: int, ident: Identity, clock: int) -> ParsedFile:
+    def _validated(self, fd: int, ident: Identity, clock: int, reindex: bool = False) -> ParsedFile:
         raw = read_all(fd)
         if self._parsed is None or self._parsed.raw != raw:
             try:
@@ -117,14 +125,14 @@ class RegistryStore:
                 raise corrupt_error(self.path, str(exc)) from None
         parsed = self._parsed
         if parsed.can_splice and readers_seal(ident, identity_of(fd), clock):
-            self._index_quietly(ident, parsed)
+            self._index_quietly(ident, parsed, reindex)
         return parsed
 
-    def _index_quietly(self, ident: Identity, parsed: ParsedFile) -> None:
+    def _index_quietly(self, ident: Identity, parsed: ParsedFile, reindex: bool) -> None:
         # Best effort: another process may be writing the index (we do not wait) or the folder be read-only.
         try:
             with open_index(self.path, write=True, timeout=0.05) as index:
-                if index is None or index.trusts(ident) or _path_key(self.path) != ident.stat:
+                if index is None or (index.trusts(ident) and not reindex) or _path_key(self.path) != ident.stat:
                     return  # already done, or the file was replaced meanwhile: never index a stale version
                 index.rebuild(parsed.entries(), parsed.spans)
                 index.set_identity(ident, True, parsed.body_end, parsed.count)
