@@ -83,9 +83,12 @@ def _list(args) -> int:
         return 0
     headers = ["RUN_ID", "TASK", "STATUS", "FINISHED", "CONFIG"] + ([args.sort.upper()] if args.sort else []) + \
         ["METRICS"]
-    rows = [[e["run_id"], e["task"], e.get("status") or "-", e["timestamp"][:19], e["config_hash"]]
-            + ([_fmt(e["metrics"].get(args.sort))] if args.sort else []) + [_metrics_text(e["metrics"])]
-            for e in entries]
+    if args.sort:
+        rows = [(e["run_id"], e["task"], e["status"] or "-", e["timestamp"][:19], e["config_hash"],
+                 _fmt(e["metrics"].get(args.sort)), _metrics_text(e["metrics"])) for e in entries]
+    else:
+        rows = [(e["run_id"], e["task"], e["status"] or "-", e["timestamp"][:19], e["config_hash"],
+                 _metrics_text(e["metrics"])) for e in entries]
     print(format_table(headers, rows))
     print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {registry.path}")
     return 0
@@ -174,19 +177,21 @@ def _fmt(value) -> str:
 
 
 def _metrics_text(metrics: dict, limit: int = 60) -> str:
-    parts, size = [], -1
-    for k, v in metrics.items():  # only as many as can show: a table of 10,000 runs formats each row
-        parts.append(f"{k}={v:.4g}" if type(v) is float else f"{k}={_fmt(v)}")
-        size += len(parts[-1]) + 1
-        if size > limit:
-            break
-    text = " ".join(parts)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    text = ""
+    for k, v in metrics.items():  # only as much as shows: a table of 10,000 runs formats every row
+        text += f" {k}=" if text else f"{k}="
+        if len(text) > limit:  # cut off before the value: no need to format it
+            return text[: limit - 3] + "..."
+        text += f"{v:.4g}" if type(v) is float else _fmt(v)
+        if len(text) > limit:
+            return text[: limit - 3] + "..."
+    return text
 
 
 def format_table(headers, rows) -> str:
-    table = [list(map(str, headers)), *(list(map(str, row)) for row in rows)]
+    table = [tuple(map(str, headers)), *(tuple(map(str, row)) for row in rows)]
     widths = [max(map(len, col)) for col in zip(*table)]
-    lines = ["  ".join(map(str.ljust, cells, widths)).rstrip() for cells in table]
+    pad = widths[:-1] + [0]  # the last column is not padded (lines are right-stripped anyway)
+    lines = ["  ".join(map(str.ljust, cells, pad)).rstrip() for cells in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
