@@ -18,7 +18,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional
 
-from src.common.errors import UserError
+from src.common.errors import RegistryCorruptError, UserError
 from src.common.registry_format import (InvalidRegistry, best_entry, copy_json, corrupt_error, decode_with_spans,
                                         metric_value)
 from src.common.registry_index import (INEXACT, Identity, Index, IndexUnusable, clock_floor_ns, identity_of,
@@ -215,8 +215,6 @@ class RegistryStore:
 
     def replace_all(self, entries: List[dict], stamp: str) -> Optional[Path]:
         """Replace the whole registry; a corrupt file is first moved aside (returned), never deleted."""
-        from src.common.errors import RegistryCorruptError
-
         with self.locked():
             moved = None
             try:
