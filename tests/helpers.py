@@ -15,6 +15,9 @@ def subprocess_env(extra=None):
     env["YOLO_OFFLINE"] = "1"
     env["YOLO_AUTOINSTALL"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
+    # Let subprocesses reuse compiled bytecode of our modules (__pycache__ is git-ignored): with
+    # PYTHONDONTWRITEBYTECODE set, every one of the suite's hundreds of interpreters compiled src/ again.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if extra:
         env.update(extra)
     return env
