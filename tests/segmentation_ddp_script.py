@@ -16,7 +16,8 @@ def main(data_dir: Path, out_dir: Path) -> None:
     import torch
 
     from src.common.atomic import atomic_write_text
-    from src.tasks.segmentation.engine import state_dict_sha256, train_segmentation
+    from src.common.checkpoint import state_dict_sha256
+    from src.tasks.segmentation.engine import train_segmentation
     from src.tasks.segmentation.models import build_model
 
     items = [(p, data_dir / "masks" / p.name) for p in sorted((data_dir / "images").glob("*.png"))]

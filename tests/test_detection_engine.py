@@ -62,7 +62,7 @@ def data_yaml(tmp_path_factory):
 def trained(offline, data_yaml, tmp_path_factory):
     """One training run, with the records on_epoch saw, the network attempts made and the cwd it ran in."""
     from src.tasks.detection.engine import train_yolo
-    from src.tasks.detection.weights import state_dict_sha256
+    from src.common.checkpoint import state_dict_sha256
 
     cwd, project = tmp_path_factory.mktemp("cwd"), tmp_path_factory.mktemp("project")
     seen, hosts = [], []
@@ -137,7 +137,7 @@ def test_configure_ultralytics_fresh_process(tmp_path):
 def test_state_dict_sha256_tracks_names_dtypes_shapes_and_values():
     import torch
 
-    from src.tasks.detection.weights import state_dict_sha256
+    from src.common.checkpoint import state_dict_sha256
 
     a = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor(3)}
     base = state_dict_sha256(a)
@@ -268,7 +268,7 @@ def test_best_epoch_state_is_the_ema_ultralytics_saved_as_best(trained):
     import torch
     from ultralytics.nn.tasks import torch_safe_load
 
-    from src.tasks.detection.weights import state_dict_sha256
+    from src.common.checkpoint import state_dict_sha256
 
     result, seen = trained["result"], trained["seen"]
     values = [r.metrics["val/mAP50-95"] for r in result.epochs]
@@ -285,7 +285,8 @@ def test_best_epoch_state_is_the_ema_ultralytics_saved_as_best(trained):
 def test_model_spec_is_plain_and_survives_weights_only_round_trip(trained, tmp_path):
     import torch
 
-    from src.tasks.detection.weights import build_model, state_dict_sha256
+    from src.common.checkpoint import state_dict_sha256
+    from src.tasks.detection.weights import build_model
 
     result = trained["result"]
     spec = result.model_spec
@@ -359,7 +360,7 @@ def test_same_seed_same_weights_in_another_process_and_other_seed_differs(traine
         from src.tasks.detection.offline import configure_ultralytics
         configure_ultralytics(Path(sys.argv[1]) / "cfg")
         from src.tasks.detection.engine import train_yolo
-        from src.tasks.detection.weights import state_dict_sha256
+        from src.common.checkpoint import state_dict_sha256
         args = json.loads(sys.argv[3])
         for seed in (0, 1):
             r = train_yolo(**{**args, "seed": seed}, data_yaml=Path(sys.argv[2]), project_dir=Path(sys.argv[1]),
@@ -370,7 +371,7 @@ def test_same_seed_same_weights_in_another_process_and_other_seed_differs(traine
                           env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shas = dict(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("SHA "))
-    from src.tasks.detection.weights import state_dict_sha256
+    from src.common.checkpoint import state_dict_sha256
 
     assert shas["0"] == state_dict_sha256(trained["result"].model_state)
     assert shas["1"] != shas["0"]

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.common.config_manager import ConfigManager, resolve_seed
 from src.common.errors import UserError
-from src.common.seeding import dataloader_generator, determinism_settings, seed_everything, seed_worker
+from src.common.seeding import determinism_restored, determinism_settings, seed_everything, seed_rngs, seed_worker
 
 
 @pytest.fixture
@@ -175,18 +175,8 @@ class _Augmented(Dataset):
 
 def _batches(workers, seed=3, worker_init_fn=seed_worker):
     loader = DataLoader(_Augmented(), batch_size=3, shuffle=True, num_workers=workers,
-                        generator=dataloader_generator(seed), worker_init_fn=worker_init_fn if workers else None)
+                        generator=torch.Generator().manual_seed(seed), worker_init_fn=worker_init_fn if workers else None)
     return [b.clone() for b in loader]
-
-
-def test_dataloader_generator_is_independent_of_global_rng():
-    torch.manual_seed(0)
-    a = torch.randperm(10, generator=dataloader_generator(5))
-    torch.manual_seed(1)
-    torch.rand(100)
-    b = torch.randperm(10, generator=dataloader_generator(5))
-    assert torch.equal(a, b)
-    assert not torch.equal(a, torch.randperm(10, generator=dataloader_generator(6)))
 
 
 def test_shuffle_order_same_with_0_and_2_workers():
@@ -219,3 +209,25 @@ def test_seed_worker_derives_from_torch_initial_seed():
     torch.manual_seed(99)
     seed_worker(1)  # the worker id is already folded into torch's per-worker seed
     assert (random.random(), np.random.rand()) == a
+
+
+def test_seed_rngs_seeds_python_numpy_and_torch_without_switching_determinism(restore_torch_determinism):
+    before = determinism_settings()
+    seed_rngs(5)
+    a = (random.random(), float(np.random.rand()), torch.rand(()).item())
+    seed_rngs(5)
+    assert (random.random(), float(np.random.rand()), torch.rand(()).item()) == a
+    assert determinism_settings() == before
+
+
+def test_determinism_restored_puts_back_every_switch_seed_everything_sets(restore_torch_determinism):
+    import torch.utils.deterministic
+
+    before = (determinism_settings(), torch.utils.deterministic.fill_uninitialized_memory,
+              os.environ.get("PYTHONHASHSEED"))
+    with determinism_restored():
+        changed = seed_everything(3)
+        torch.utils.deterministic.fill_uninitialized_memory = not before[1]
+    assert changed != before[0]  # the block did change something
+    assert (determinism_settings(), torch.utils.deterministic.fill_uninitialized_memory,
+            os.environ.get("PYTHONHASHSEED")) == before

@@ -17,11 +17,12 @@ from helpers import REPO_ROOT, subprocess_env
 from src.common.atomic import atomic_write_with
 from src.common.errors import UserError
 from src.tasks.segmentation.dataset import SegmentationDataset, make_train_loader, read_mask
-from src.tasks.segmentation.engine import evaluate_segmentation, state_dict_sha256, train_segmentation
+from src.common.checkpoint import state_dict_sha256
+from src.tasks.segmentation.engine import evaluate_segmentation, train_segmentation
 from src.tasks.segmentation.metrics import SegmentationMetrics
 from src.tasks.segmentation.models import build_model
 from src.tasks.segmentation.progress import ProgressBar
-from src.tasks.segmentation.state import fp32_state_dict
+from src.common.checkpoint import to_fp32_cpu
 from src.tasks.segmentation.transforms import TrainAugment, sample_generator
 
 NAMES = ["road", "sky", "car", "sign"]
@@ -81,7 +82,7 @@ def test_build_model_returns_logits_tensor(arch):
 def test_local_weights_load_ours_and_torchvision_style(tmp_path):
     torch.manual_seed(0)
     source = build_model(LRASPP, num_classes=4, weights=None)
-    torch.save({"model_state": fp32_state_dict(source)}, tmp_path / "ckpt.pth")
+    torch.save({"model_state": to_fp32_cpu(source.state_dict())}, tmp_path / "ckpt.pth")
     torch.manual_seed(1)
     loaded = build_model(LRASPP, num_classes=4, weights=tmp_path / "ckpt.pth")
     assert state_dict_sha256(loaded.state_dict()) == state_dict_sha256(source.state_dict())
@@ -194,7 +195,7 @@ def test_same_seed_same_weights_different_seed_different(items):
     expected = {"train/loss", "val/loss", "val/mIoU", "val/pixel_accuracy", "lr"} | {f"val/IoU_{n}" for n in NAMES}
     assert set(calls[0][1]) == expected
     assert result_a["best_epoch"] == 1 and result_a["best_val_metric"] == calls[0][1]["val/mIoU"]
-    assert state_dict_sha256(result_a["best_model_state"]) == sha_a
+    assert "best_model_state" not in result_a  # the caller keeps the best weights (from on_epoch)
     again = evaluate_segmentation(model=model_a, items=items[4:], num_classes=4, ignore_index=IGNORE,
                                   batch_size=2, device="cpu", class_names=NAMES)
     assert again["val/mIoU"] == calls[0][1]["val/mIoU"]  # evaluating the trained model reproduces the metric

@@ -4,13 +4,13 @@ A run directory describes itself (metadata.yaml, config.yaml, best_model.pth), w
 registry a derived index: nothing in it is lost for good while the run directories exist.
 """
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
+from src.common.checkpoint import file_sha256
 from src.common.errors import UserError
 
 METADATA_FILE = "metadata.yaml"
@@ -77,7 +77,7 @@ def build_entry(run_dir) -> dict:
         raise UserError(f"{meta_path} has no `result` section; the run did not finish writing its metadata")
     checkpoint = _confined_checkpoint(run_dir, result.get("checkpoint") or DEFAULT_CHECKPOINT, meta_path)
     config_path = run_dir / CONFIG_FILE
-    sha = result.get("checkpoint_sha256") or (sha256_file(checkpoint) if checkpoint.is_file() else None)
+    sha = result.get("checkpoint_sha256") or (file_sha256(checkpoint) if checkpoint.is_file() else None)
     return {
         "run_id": meta.get("run_id") or run_dir.name,
         "task": meta.get("subtask"),
@@ -169,7 +169,7 @@ def _sha_state(checkpoint: Path, recorded: object) -> str:
         shown = repr(recorded) if len(repr(recorded)) <= 40 else repr(recorded)[:37] + "..."
         return f"invalid checkpoint_sha256 {shown} in the registry (expected 64 hex digits)"
     try:
-        actual = sha256_file(checkpoint)
+        actual = file_sha256(checkpoint)
     except OSError as exc:
         return f"unreadable checkpoint ({exc.strerror})"
     return "ok" if actual == recorded else f"mismatch (file {actual[:12]}, registry {recorded[:12]})"
@@ -184,11 +184,6 @@ def config_file_hash(config_path: Path) -> str:
     if not isinstance(config, dict):
         raise UserError(f"{config_path} is not a YAML mapping; the run directory is damaged")
     return compute_config_hash(config)
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _iso(value) -> Optional[str]:

@@ -9,27 +9,35 @@ import os
 import random
 from typing import Any, Dict, Iterator
 
+# Set by seed_everything; restored by determinism_restored.
+_DETERMINISM_ENV = ("CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")
+
 
 def seed_everything(seed: int, deterministic: bool = True) -> Dict[str, Any]:
     """Seed Python, NumPy and torch (CPU + CUDA); optionally force deterministic kernels.
 
     CUBLAS_WORKSPACE_CONFIG must be set before the first cuBLAS call, so call this before building models.
     """
-    import numpy as np
     import torch
 
     os.environ["PYTHONHASHSEED"] = str(seed)  # only affects child processes; recorded for completeness
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
+    seed_rngs(seed)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic and torch.backends.cudnn.benchmark
     torch.use_deterministic_algorithms(deterministic)
     return determinism_settings()
+
+
+def seed_rngs(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device) from one integer; no global switches change."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds every CUDA device too
 
 
 def determinism_settings() -> Dict[str, Any]:
@@ -47,15 +55,6 @@ def determinism_settings() -> Dict[str, Any]:
     }
 
 
-def dataloader_generator(seed: int):
-    """A torch.Generator for DataLoader shuffling, independent of the global RNG."""
-    import torch
-
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return gen
-
-
 def seed_worker(worker_id: int) -> None:
     """worker_init_fn: derive each worker's Python/NumPy seeds from torch's per-worker seed."""
     import numpy as np
@@ -67,6 +66,31 @@ def seed_worker(worker_id: int) -> None:
 
 
 @contextlib.contextmanager
+def determinism_restored() -> Iterator[None]:
+    """Put every global determinism switch back as it was when the block ends (torch flags, cuDNN, the fill of
+    uninitialized memory, and the environment variables seed_everything sets): library calls must not leave
+    the process changed."""
+    import torch
+    import torch.utils.deterministic
+
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.utils.deterministic.fill_uninitialized_memory)
+    env = {key: os.environ.get(key) for key in _DETERMINISM_ENV}
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
+        torch.utils.deterministic.fill_uninitialized_memory = flags[4]
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
 def process_settings_restored(num_threads: int) -> Iterator[None]:
     """Run a training with `num_threads` torch threads, then put the process's global numeric settings back.
 
@@ -75,21 +99,13 @@ def process_settings_restored(num_threads: int) -> Iterator[None]:
     """
     import torch
 
-    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    threads = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:
-        yield
+        with determinism_restored():
+            yield
     finally:
-        threads, det, warn_only, cudnn_det, cudnn_bench, cublas = saved
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(det, warn_only=warn_only)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn_det, cudnn_bench
-        if cublas is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        else:
-            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
 def default_num_threads() -> int:

@@ -5,9 +5,7 @@ stop a reproduction (the caller decides); package, device and determinism differ
 they are exactly what a reproduction is meant to test.
 """
 
-import contextlib
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -83,7 +81,7 @@ def current_environment(run_dir: Path, meta: Dict[str, Any], device: str, seed: 
 
     # As the runner will (thread count pinned, then seeded): the settings the re-run is going to have, whatever
     # ran before in this process.
-    with _determinism_restored(), process_settings_restored(default_num_threads()):
+    with process_settings_restored(default_num_threads()):  # also puts the determinism switches back
         settings = seed_everything(seed)
     versions = field_differences(meta, package_versions(), VERSION_KEYS)
     packages = package_differences(_read_text(run_dir / ENVIRONMENT_FILE), environment_lines())
@@ -93,26 +91,6 @@ def current_environment(run_dir: Path, meta: Dict[str, Any], device: str, seed: 
         "device": field_differences(meta, hardware_info(device), DEVICE_KEYS),
         "determinism": field_differences(recorded_det, settings, sorted(recorded_det)),
     }
-
-
-@contextlib.contextmanager
-def _determinism_restored():
-    """Undo seed_everything's global switches, so a refused reproduction leaves the process as it found it."""
-    import torch
-
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    env = {k: os.environ.get(k) for k in ("CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")}
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[2], flags[3]
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _covered(package_line: str, version_lines: List[str]) -> bool:

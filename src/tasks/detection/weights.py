@@ -9,7 +9,7 @@ strings of that dict as code), and is built with ultralytics' no-eval parsing sw
 import contextlib
 from pathlib import Path
 
-from src.common.checkpoint import state_dict_sha256, to_fp32_cpu  # noqa: F401  (one hash for the whole project)
+from src.common.checkpoint import to_fp32_cpu
 from src.common.errors import UserError
 from src.tasks.detection.model_yaml import check_model_spec, check_model_yaml, load_architecture_yaml
 

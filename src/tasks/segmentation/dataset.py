@@ -4,12 +4,12 @@ The sampler yields `(epoch, index)` keys, so the dataset derives each sample's a
 (seed, epoch, index) inside whichever worker process loads it: no shared mutable epoch counter, no global RNG.
 """
 
-import random
 from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Tuple
 
 from src.common.errors import UserError
+from src.common.seeding import seed_worker
 from src.tasks.segmentation.transforms import EvalTransform, pad_collate, sample_generator
 
 Item = Tuple[Path, Path]  # (image path, mask path)
@@ -78,16 +78,6 @@ class EpochSampler:
 
     def __len__(self) -> int:
         return len(self.inner)
-
-
-def seed_worker(worker_id: int) -> None:
-    """Seed python/numpy in a worker from torch's per-worker seed (which the loader's generator fixes)."""
-    import numpy as np
-    import torch
-
-    worker_seed = torch.initial_seed() % 2**32
-    random.seed(worker_seed)
-    np.random.seed(worker_seed)
 
 
 def derived_seed(*keys: int) -> int:

@@ -12,17 +12,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
-from src.common.errors import RunFailedError, UserError
 from src.common import distributed as dist_utils
+from src.common.checkpoint import to_fp32_cpu
+from src.common.errors import RunFailedError, UserError
+from src.common.seeding import seed_rngs
 from src.tasks.segmentation.dataset import SegmentationDataset, make_eval_loader, make_train_loader
 from src.tasks.segmentation.metrics import SegmentationMetrics
 from src.tasks.segmentation.progress import ProgressBar
 from src.tasks.segmentation.schema import OPTIMIZERS, SCHEDULERS  # the config schema owns the lists
-from src.tasks.segmentation.state import (capture_rng_state, cpu_copy, fp32_state_dict, restore_rng_state,
-                                          seed_all, state_dict_sha256)
+from src.tasks.segmentation.state import capture_rng_state, cpu_copy, restore_rng_state
 from src.tasks.segmentation.transforms import TrainAugment
 
-__all__ = ["train_segmentation", "evaluate_segmentation", "state_dict_sha256", "OPTIMIZERS", "SCHEDULERS"]
+__all__ = ["train_segmentation", "evaluate_segmentation", "OPTIMIZERS", "SCHEDULERS"]
 
 TRAIN_STATE_FORMAT = "segmentation-train-state/1"
 
@@ -35,29 +36,24 @@ def deterministic_mode(device_type: str):
     import torch
     import torch.utils.deterministic
 
-    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-                torch.utils.deterministic.fill_uninitialized_memory)
+    from src.common.seeding import determinism_restored
+
     cuda = device_type == "cuda"
-    if cuda:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it at its first call
-    # Strict on CPU. On CUDA some kernels these models use may lack a deterministic version (NLLLoss forward does,
-    # in the reduction, which leaves gradients exact; interpolate/adaptive-pool backward did in older torch):
-    # there they warn, once each, instead of failing the run.
-    torch.use_deterministic_algorithms(True, warn_only=cuda)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    # Filling every torch.empty() with NaN only guards against kernels that read memory they never wrote; our
-    # ops write their outputs, and the fill costs throughput on every allocation.
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    try:
+    with determinism_restored():
+        if cuda:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it at its first call
+        # Strict on CPU. On CUDA some kernels these models use may lack a deterministic version (NLLLoss forward
+        # does, in the reduction, which leaves gradients exact; interpolate/adaptive-pool backward did in older
+        # torch): there they warn, once each, instead of failing the run.
+        torch.use_deterministic_algorithms(True, warn_only=cuda)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        # Filling every torch.empty() with NaN only guards against kernels that read memory they never wrote; our
+        # ops write their outputs, and the fill costs throughput on every allocation.
+        torch.utils.deterministic.fill_uninitialized_memory = False
         with warnings.catch_warnings():
             warnings.filterwarnings("once", message=".*does not have a deterministic implementation.*")
             yield {"deterministic_algorithms": True, "warn_only": cuda, "cudnn_deterministic": True,
                    "cudnn_benchmark": False, "fill_uninitialized_memory": False}
-    finally:
-        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous[2], previous[3]
-        torch.utils.deterministic.fill_uninitialized_memory = previous[4]
 
 
 def build_optimizer(name: str, params, lr: float, weight_decay: float):
@@ -122,9 +118,9 @@ def train_segmentation(*, model, train_items, val_items, num_classes: int, ignor
 
     After each epoch the main process calls `on_epoch(epoch_1based, metrics, get_train_state)`; the callback runs
     RNG-neutral (states are restored after it). Returns `history` (metrics per epoch, resumed ones included),
-    `best_epoch`/`best_val_metric` (by val/mIoU; None if no epoch had one), `best_model_state` (fp32 CPU; None
-    when the best epoch was trained before a resume, or on other ranks), `final_metrics`, `determinism`,
-    `world_size`.
+    `best_epoch`/`best_val_metric` (by val/mIoU; None if no epoch had one), `final_metrics`, `determinism`,
+    `world_size`. The best weights are the caller's to keep (from `on_epoch`): copying them here on every
+    improvement served no one.
     """
     import torch
 
@@ -166,12 +162,11 @@ def _fit(ctx, loop: Loop, model, train_set, val_items, metrics, *, optimizer, lr
     if resume_state is not None:
         _restore(resume_state, model, opt, sched, book, loop.seed, ctx)
     else:
-        seed_all(loop.seed + ctx.rank)  # dropout masks differ per process, as they would on one big batch
+        seed_rngs(loop.seed + ctx.rank)  # dropout masks differ per process, as they would on one big batch
     net = dist_utils.wrap_model(model, ctx)
     val_loader = make_eval_loader(val_items, batch_size=loop.eval_batch_size, workers=loop.workers,
                                   ignore_index=loop.ignore_index, rank=ctx.rank, world_size=ctx.world_size,
                                   pin_memory=device.type == "cuda")
-    best_state = None
     end = min(loop.epochs, stop_after) if stop_after else loop.epochs
     for epoch in range(book["start"], end):
         train_loss, last_lr = _train_epoch(net, train_set, opt, sched, ctx, loop, epoch)
@@ -182,7 +177,6 @@ def _fit(ctx, loop: Loop, model, train_set, val_items, metrics, *, optimizer, lr
         book["history"].append(row)
         if not math.isnan(row["val/mIoU"]) and row["val/mIoU"] > book["best_metric"]:
             book["best_epoch"], book["best_metric"] = epoch + 1, row["val/mIoU"]
-            best_state = fp32_state_dict(model) if ctx.rank == 0 else None
         rng = dist_utils.all_gather_object(capture_rng_state())
         if ctx.rank == 0:
             on_epoch(epoch + 1, dict(row), lambda: _train_state(model, opt, sched, rng, book, epoch + 1, loop, ctx))
@@ -190,7 +184,7 @@ def _fit(ctx, loop: Loop, model, train_set, val_items, metrics, *, optimizer, lr
         dist_utils.barrier()
     best = book["best_epoch"]
     return {"history": book["history"], "best_epoch": best, "best_val_metric": book["best_metric"] if best else None,
-            "best_model_state": best_state, "final_metrics": book["history"][-1] if book["history"] else {}}
+            "final_metrics": book["history"][-1] if book["history"] else {}}
 
 
 def _train_epoch(net, train_set, opt, sched, ctx, loop: Loop, epoch: int):
@@ -271,7 +265,7 @@ def _train_state(model, opt, sched, rng, book, epochs_done, loop: Loop, ctx) -> 
     return {
         "format": TRAIN_STATE_FORMAT,
         "epoch": epochs_done,
-        "model_state": fp32_state_dict(model),
+        "model_state": to_fp32_cpu(model.state_dict()),
         "optimizer": cpu_copy(opt.state_dict()),
         "scheduler": cpu_copy(sched.state_dict()),
         "rng": cpu_copy(rng),  # one entry per process, in rank order

@@ -1,10 +1,9 @@
-"""Training-state pieces that survive `torch.load(weights_only=True)`: RNG states, CPU copies, weights hashes.
+"""Training-state pieces that survive `torch.load(weights_only=True)`: RNG states and CPU copies.
 
 weights_only loading accepts tensors, dicts, lists, tuples, str/int/float/bool/None, and rejects NumPy arrays,
 so NumPy's RNG state is stored as a dict of plain values with its key array as an int64 tensor.
 """
 
-import hashlib
 import random
 from typing import Any, Dict
 
@@ -40,16 +39,6 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8).cpu() for s in state["cuda"]])
 
 
-def seed_all(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) from one integer."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def cpu_copy(obj):
     """Deep copy with every tensor detached and cloned to CPU (the live optimizer state keeps changing)."""
     import torch
@@ -61,28 +50,3 @@ def cpu_copy(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(cpu_copy(v) for v in obj)
     return obj
-
-
-def fp32_state_dict(model) -> Dict[str, Any]:
-    """CPU copy of the model's state dict, floating tensors as float32 (the checkpoint contract)."""
-    return {k: (v.float() if v.is_floating_point() else v) for k, v in cpu_copy(model.state_dict()).items()}
-
-
-def state_dict_sha256(state_dict) -> str:
-    """sha256 over names, dtypes, shapes and raw bytes of every tensor, in sorted key order.
-
-    Equal hashes mean bit-identical weights; unlike hashing a .pth file it ignores pickling details.
-    """
-    import torch
-
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        value = state_dict[key]
-        digest.update(key.encode())
-        if isinstance(value, torch.Tensor):
-            tensor = value.detach().cpu().contiguous()
-            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            digest.update(repr(value).encode())
-    return digest.hexdigest()
