@@ -19,6 +19,7 @@ COMMANDS = {
     "reproduce": "src.cli.reproduce_cmd",
     "check-determinism": "src.cli.determinism_cmd",
     "runs": "src.cli.runs_cmd",
+    "predict": "src.cli.predict_cmd",
 }
 
 
