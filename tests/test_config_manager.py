@@ -528,7 +528,7 @@ def test_format_changes():
     assert lines == ["x.lr: 0.01 -> 0.001", "y: null -> true", "z: <missing> -> a"]
 
 
-def test_run_dir_config_and_metadata_are_saved_through_the_manager(tmp_path):
+def test_run_dir_config_is_saved_through_the_manager(tmp_path):
     config = write(tmp_path, "seed: 3\n" + MINIMAL, "c.yaml")
     cm = ConfigManager(config, ["detection.training.learning_rate=1e-3"])
     run_id, run_dir = cm.create_run_dir("exp", tmp_path / "outputs")
@@ -536,9 +536,3 @@ def test_run_dir_config_and_metadata_are_saved_through_the_manager(tmp_path):
     saved = cm.save_config(run_dir)
     assert ConfigManager(saved).get_config_hash() == cm.get_config_hash()
     assert (run_dir / "overrides.yaml").read_text().strip() == "- detection.training.learning_rate=1e-3"
-    cm.save_metadata(run_dir, {"run_id": run_id})
-    from src.common.metadata import read_metadata
-
-    meta = read_metadata(run_dir)
-    assert (meta["run_id"], meta["config_hash"], meta["seed"], meta["seed_source"]) == (
-        run_id, cm.get_config_hash(), 3, "config")

@@ -14,7 +14,8 @@ from PIL import Image
 from src.cli.main import main
 from src.common.yaml_io import load_yaml
 from src.data.convert import cityscapes, splitting
-from src.data.detection_data import load_data_yaml, resolve_split, validate_split
+from src.data.data_yaml import class_names as class_names_of
+from src.data.detection_data import resolve_split, validate_split
 from src.data.segmentation_data import load_segmentation_yaml, resolve_segmentation_split, validate_segmentation_split
 from tests.convert_fixtures import (CITYSCAPES_FRAMES, CITYSCAPES_IDS, KITTI_SIZE, cityscapes_mask, leftovers,
                                     make_bdd, make_cityscapes, make_coco, make_kitti, tree_digest)
@@ -37,7 +38,7 @@ def labels_of(folder: Path) -> dict:
 
 
 def check_detection(folder, yaml_name: str) -> dict:
-    names = load_data_yaml(DATASETS / yaml_name)
+    names = class_names_of(DATASETS / yaml_name)
     return validate_split(resolve_split(str(folder), "train"), names)
 
 

@@ -10,7 +10,8 @@ import pytest
 from src.common.errors import UserError
 from src.common.yaml_io import load_yaml
 from src.data import synthetic
-from src.data.detection_data import (label_path, load_data_yaml, resolve_split, validate_split,
+from src.data.data_yaml import class_names as class_names_of
+from src.data.detection_data import (label_path, resolve_split, validate_split,
                                      write_effective_data_yaml)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_bundled_data_yamls():
                 "pedestrian_detection": ["pedestrian", "cyclist"],
                 "traffic_sign_detection": ["stop", "yield", "speed_limit", "no_entry", "pedestrian_crossing"]}
     for task, names in expected.items():
-        assert load_data_yaml(REPO / f"configs/datasets/{task}.yaml") == names
+        assert class_names_of(REPO / f"configs/datasets/{task}.yaml") == names
         assert synthetic.detection_class_names(task) == names
 
 
@@ -109,17 +110,17 @@ def test_bad_data_yaml(tmp_path, text, match):
     path = tmp_path / "data.yaml"
     path.write_text(text)
     with pytest.raises(UserError, match=match):
-        load_data_yaml(path)
+        class_names_of(path)
 
 
 def test_data_yaml_forms(tmp_path):
     path = tmp_path / "d.yaml"
     path.write_text("names: {1: b, 0: a}\nnc: 2\n")
-    assert load_data_yaml(path) == ["a", "b"]
+    assert class_names_of(path) == ["a", "b"]
     path.write_text("names: [a, b]\n")
-    assert load_data_yaml(path) == ["a", "b"]
+    assert class_names_of(path) == ["a", "b"]
     with pytest.raises(UserError, match="not found"):
-        load_data_yaml(tmp_path / "missing.yaml")
+        class_names_of(tmp_path / "missing.yaml")
 
 
 def _copy_split(dataset, tmp_path):

@@ -14,7 +14,8 @@ from src.cli import dataset_cmd
 from src.common.errors import UserError
 from src.common.yaml_io import load_yaml
 from src.data import scene, shapes, synthetic
-from src.data.detection_data import load_data_yaml, resolve_split, validate_split
+from src.data.data_yaml import class_names as class_names_of
+from src.data.detection_data import resolve_split, validate_split
 from src.data.segmentation_data import load_segmentation_yaml, resolve_segmentation_split, validate_segmentation_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_an_image_does_not_depend_on_how_many_others_are_drawn(tmp_path):
 
 def test_layout_labels_and_class_coverage(vehicles):
     out, summary = vehicles
-    names = load_data_yaml(REPO / "configs/datasets/vehicle_detection.yaml")
+    names = class_names_of(REPO / "configs/datasets/vehicle_detection.yaml")
     assert names == summary["names"] == ["car", "truck", "bus", "motorcycle", "bicycle"]
     for split, n in (("train", 40), ("val", 6), ("test", 4)):
         assert sorted(p.stem for p in (out / split / "images").glob("*.jpg")) == \

@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     names = args.names
     if args.data_yaml:
-        from src.data.data_yaml import parse_class_names, read_dataset_yaml
+        from src.data.data_yaml import class_names
 
-        names = parse_class_names(read_dataset_yaml(args.data_yaml), args.data_yaml)
+        names = class_names(args.data_yaml)
     root = split_fingerprint_root(args.path)  # the folder (or list) a run records for `--train-data PATH`
     result = fingerprint_dataset(root, names, use_cache=not args.no_cache)
     shown = {"path": str(root), **result}

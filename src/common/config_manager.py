@@ -104,14 +104,6 @@ class ConfigManager:
         atomic_write_text(Path(run_dir) / "config.yaml", self.to_yaml())
         return Path(run_dir) / "config.yaml"
 
-    def save_metadata(self, run_dir: Path, metadata: Dict[str, Any]) -> Path:
-        """Write `metadata.yaml` (atomically) with this config's hash and seed added."""
-        from src.common.metadata import METADATA_FILE, write_metadata
-
-        write_metadata(Path(run_dir), {**metadata, "config_hash": self.get_config_hash(), "seed": self.seed,
-                                       "seed_source": self.seed_source})
-        return Path(run_dir) / METADATA_FILE
-
 
 def checked_config(schema: type, config: Dict[str, Any], source: str, overrides: Sequence[str] = ()
                    ) -> Dict[str, Any]:

@@ -70,11 +70,6 @@ def get_world_size() -> int:
     return env_world_size()
 
 
-def is_main_process() -> bool:
-    """Only the main process writes files, registers runs and prints progress."""
-    return get_rank() == 0
-
-
 def barrier() -> None:
     if is_initialized():
         import torch.distributed as dist

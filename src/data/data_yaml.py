@@ -21,6 +21,11 @@ def read_dataset_yaml(path) -> dict:
     return data
 
 
+def class_names(path) -> list[str]:
+    """Class names (index = class id) of the dataset YAML at `path`; refuses `download:`."""
+    return parse_class_names(read_dataset_yaml(path), path)
+
+
 def parse_class_names(data: dict, source) -> list[str]:
     """`names` as a list (ids 0..n-1), from a list or a dict {id: name}; check `nc` when present."""
     names = data.get("names")

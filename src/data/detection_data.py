@@ -16,7 +16,6 @@ from pathlib import Path
 
 from src.common.atomic import atomic_write_text
 from src.common.errors import UserError
-from src.data.data_yaml import parse_class_names, read_dataset_yaml
 
 # ultralytics.data.utils.IMG_FORMATS (8.4.190), copied so that resolving data never imports ultralytics.
 IMAGE_SUFFIXES = frozenset({"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff",
@@ -113,11 +112,6 @@ def resolve_split(spec: str, role: str) -> ResolvedSplit:
                             "cannot be found (labels live where the last /images/ is replaced by /labels/)")
         labels.append(label)
     return ResolvedSplit(role, str(spec), kind, source, tuple(images), tuple(labels), needs_rewrite)
-
-
-def load_data_yaml(path) -> list[str]:
-    """Class names (index = class id) from an ultralytics-style data yaml; refuse `download:`."""
-    return parse_class_names(read_dataset_yaml(path), path)
 
 
 def _check_line(parts: list[str], num_classes: int) -> str | None:

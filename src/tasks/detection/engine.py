@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from src.common.errors import RunFailedError, UserError
-from src.data.data_yaml import parse_class_names, read_dataset_yaml
+from src.data.data_yaml import class_names, parse_class_names, read_dataset_yaml
 from src.tasks.detection.weights import build_model, fp32_cpu_state, load_pretrained, plain_data
 
 BEST_METRIC = "val/mAP50-95"
@@ -163,7 +163,7 @@ def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: s
     import torch
 
     data_yaml = Path(data_yaml).expanduser().resolve()
-    parse_class_names(read_dataset_yaml(data_yaml), data_yaml)  # refuses `download:`, which ultralytics would run
+    class_names(data_yaml)  # refuses `download:`, which ultralytics would run
     if model is not None and getattr(model, "trainer", None) is not None:
         raise ValueError("train_yolo(model=...) takes the untrained YOLO object check_train_inputs returned")
     yolo = model if model is not None else _new_yolo(architecture)

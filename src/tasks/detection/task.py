@@ -14,14 +14,14 @@ ACCEPTS_LEGACY_CHECKPOINTS = True  # raw ultralytics .pt files, with --allow-leg
 
 def resolve_names(config: Dict[str, Any], subtask: str, data_yaml: Optional[str]) -> List[str]:
     """Class names from --data-yaml, checked against the config's class list for the task."""
-    from src.data.data_yaml import parse_class_names, read_dataset_yaml
+    from src.data.data_yaml import class_names
 
     configured = section(config, "detection", "tasks", subtask).get("classes")
     if data_yaml is None:
         if not configured:
             raise UserError(f"no --data-yaml given and detection.tasks.{subtask}.classes is empty")
         return [str(c) for c in configured]
-    names = parse_class_names(read_dataset_yaml(data_yaml), data_yaml)
+    names = class_names(data_yaml)
     if configured and list(configured) != names:
         raise UserError(f"class names in {data_yaml} {names} differ from detection.tasks.{subtask}.classes "
                         f"{list(configured)}; use the data yaml of {subtask} or fix the config")
@@ -128,9 +128,9 @@ def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
     model["model_spec"] = check_model_spec(model["model_spec"], "checkpoint")  # damaged or hostile: one line now
     names = list(model["model_spec"]["names"])
     if data_yaml is not None:
-        from src.data.data_yaml import parse_class_names, read_dataset_yaml
+        from src.data.data_yaml import class_names
 
-        yaml_names = parse_class_names(read_dataset_yaml(data_yaml), data_yaml)
+        yaml_names = class_names(data_yaml)
         if yaml_names != names:
             raise UserError(f"checkpoint classes {names} differ from the classes in {data_yaml} {yaml_names}; "
                             "evaluate with the data yaml the model was trained with")
