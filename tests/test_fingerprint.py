@@ -326,7 +326,12 @@ def test_default_cache_path(monkeypatch, tmp_path):
 def test_image_suffixes_match_ultralytics():
     from ultralytics.data.utils import IMG_FORMATS
 
-    assert fp.IMAGE_SUFFIXES == set(IMG_FORMATS)
+    from src.common.image_files import IMAGE_SUFFIXES, PILLOW_IMAGE_SUFFIXES, is_image, suffix_of
+
+    assert IMAGE_SUFFIXES == set(IMG_FORMATS)
+    assert PILLOW_IMAGE_SUFFIXES <= IMAGE_SUFFIXES  # what we decode ourselves, ultralytics decodes too
+    assert [suffix_of(n) for n in ("a/B.JPG", "x.tar.png", "noext", "dir.d/noext")] == ["jpg", "png", "", ""]
+    assert is_image("m.PNG", PILLOW_IMAGE_SUFFIXES) and not is_image("m.heic", PILLOW_IMAGE_SUFFIXES)
 
 
 def test_cli_text_and_json(tmp_path, capsys):

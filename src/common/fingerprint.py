@@ -21,14 +21,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from src.common.atomic import atomic_write_text
 from src.common.errors import UserError
+from src.common.image_files import IMAGE_SUFFIXES
 
 FINGERPRINT_VERSION = 1
 CACHE_ENV = "STREET_SCENE_CACHE"
 CACHE_FILE = "fingerprints.json"
-# ultralytics 8.4 `data/utils.py` IMG_FORMATS, copied so fingerprinting never imports ultralytics (torch).
-IMAGE_SUFFIXES = frozenset(
-    {"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp"}
-)
 DATA_SUFFIXES = IMAGE_SUFFIXES | {"txt"}
 # Files that belong to an image found elsewhere: (folder replacing the last /images/, suffix).
 COMPANIONS = (("labels", ".txt"), ("masks", ".png"))

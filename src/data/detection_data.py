@@ -16,10 +16,8 @@ from pathlib import Path
 
 from src.common.atomic import atomic_write_text
 from src.common.errors import UserError
+from src.common.image_files import IMAGE_SUFFIXES
 
-# ultralytics.data.utils.IMG_FORMATS (8.4.190), copied so that resolving data never imports ultralytics.
-IMAGE_SUFFIXES = frozenset({"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff",
-                            "webp"})
 # ultralytics accepts coordinates up to 1% outside [0, 1] (and clips them); beyond that it drops the whole image.
 _COORD_TOLERANCE = 0.01
 

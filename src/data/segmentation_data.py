@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from src.common.errors import UserError
+from src.common.image_files import PILLOW_IMAGE_SUFFIXES, is_image
 from src.data.data_yaml import parse_class_names, read_dataset_yaml
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 _CITYSCAPES_MASK = "_gtFine_labelTrainIds"
 _CITYSCAPES_IMAGE = "_leftImg8bit"
 _MASK_MODES = ("L", "P")  # 8-bit single channel; a palette image stores class ids as its indices
@@ -30,7 +30,7 @@ def _files(folder: Path, suffixes) -> list[Path]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root, f) for f in files if not f.startswith(".") and Path(f).suffix.lower() in suffixes]
+        found += [Path(root, f) for f in files if not f.startswith(".") and is_image(f, suffixes)]
     return sorted(found)
 
 
@@ -56,8 +56,8 @@ def resolve_segmentation_split(directory, role: str) -> SegmentationSplit:
         if not (root / sub).is_dir():
             raise UserError(f"{role} data {directory} has no {sub}/ folder; a segmentation split is a folder holding "
                             "images/ and masks/ (one single-channel PNG of class ids per image, same name)")
-    images = _files(root / "images", IMAGE_SUFFIXES)
-    masks = _files(root / "masks", IMAGE_SUFFIXES)
+    images = _files(root / "images", PILLOW_IMAGE_SUFFIXES)
+    masks = _files(root / "masks", PILLOW_IMAGE_SUFFIXES)
     if not images:
         raise UserError(f"{role} data {directory}: no images in {root / 'images'}")
     jpeg_masks = [m for m in masks if m.suffix.lower() in (".jpg", ".jpeg")]

@@ -11,7 +11,7 @@ from pathlib import Path
 from src.common.errors import UserError
 from src.data.convert.common import (DetectionSample, Source, check_listed_images, check_unique_stems, image_size,
                                      read_json, require_folder)
-from src.data.detection_data import IMAGE_SUFFIXES
+from src.common.image_files import IMAGE_SUFFIXES
 
 FAMILY = "detection"
 DEFAULT_MAPS = {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from src.common.errors import UserError
 from src.data.convert.common import DetectionSample, Source, check_pairs, image_size, list_images
-from src.data.detection_data import IMAGE_SUFFIXES
+from src.common.image_files import IMAGE_SUFFIXES
 
 FAMILY = "detection"
 FIELDS = 15
