@@ -95,7 +95,8 @@ function chart(name, xs, ys) {
 
 function curves(run) {
   const box = el("div", null, "charts");
-  const cols = run.curves || {};
+  const cols = {};
+  if (run.curves) DATA.shared[run.curves.columns].forEach((name, i) => { cols[name] = run.curves.values[i]; });
   const xs = cols.epoch || (Object.values(cols)[0] || []).map((_, i) => i + 1);
   const names = Object.keys(cols).filter(n => n !== "epoch");
   if (!names.length) return el("p", "no metrics.csv rows", "empty");
@@ -111,20 +112,21 @@ function configDiff(run, best) {
 }
 
 function provenance(p) {
+  const shared = k => (typeof p[k] === "number" ? DATA.shared[p[k]] : p[k]) || {};
   const rows = [
     ["seed", fmt(p.seed) + (p.seed_source ? " (from " + p.seed_source + ")" : "")],
     ["git commit", fmt(p.git_commit) + (p.git_dirty ? " (dirty: uncommitted changes, see git.diff)" : p.git_dirty === false ? " (clean)" : "")],
     ["git branch", p.git_branch],
     ["started / finished", fmt(p.started_at) + " / " + fmt(p.finished_at)],
   ];
-  for (const [k, v] of Object.entries(p.versions || {})) rows.push([k, v]);
-  for (const [k, v] of Object.entries(p.host || {})) rows.push([k, v]);
-  for (const [split, fp] of Object.entries(p.datasets || {})) {
+  for (const [k, v] of Object.entries(shared("versions"))) rows.push([k, v]);
+  for (const [k, v] of Object.entries(shared("host"))) rows.push([k, v]);
+  for (const [split, fp] of Object.entries(shared("datasets"))) {
     rows.push(["data " + split, fp && typeof fp === "object"
       ? fmt(fp.sha256) + " (" + fmt(fp.files) + " files, " + fmt(fp.bytes) + " bytes; classes " + fmt(fp.names) + ")"
       : fmt(fp)]);
   }
-  for (const [k, v] of Object.entries(p.determinism || {})) rows.push(["determinism " + k, v]);
+  for (const [k, v] of Object.entries(shared("determinism"))) rows.push(["determinism " + k, v]);
   return table(["what", "value"], rows);
 }
 

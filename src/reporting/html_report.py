@@ -24,7 +24,9 @@ def esc(value: Any) -> str:
 def script_json(data: Any) -> str:
     """JSON that is inert inside a <script> element (cannot contain `</script>`, `<!--` or raw line separators)."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return "".join(_JSON_ESCAPES.get(ch, ch) for ch in text) if any(c in text for c in _JSON_ESCAPES) else text
+    for char, escaped in _JSON_ESCAPES.items():  # `&` first is not needed: escapes hold no raw `&`, `<` or `>`
+        text = text.replace(char, escaped)
+    return text
 
 
 def render_report(data: Dict[str, Any]) -> str:

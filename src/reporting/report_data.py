@@ -5,6 +5,7 @@ is a `problems` line of that run. Only the registry itself being unreadable stop
 """
 
 import hashlib
+import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -40,10 +41,37 @@ def collect_report(registry_path: Optional[Path] = None, subtask: Optional[str] 
     subtasks = _subtasks(runs)
     for group in subtasks:
         _add_config_diffs([r for r in runs if r["subtask"] == group["name"]], group["best_run"])
+    shared = _Shared()
     for run in runs:
         run.pop("_config", None)
+        _share_repeated(run, shared)
     return {"generated_at": datetime.now().isoformat(timespec="seconds"), "registry": str(registry.path),
-            "subtask": subtask, "subtasks": subtasks, "runs": runs}
+            "subtask": subtask, "subtasks": subtasks, "runs": runs, "shared": shared.values}
+
+
+class _Shared:
+    """Values most runs have in common (versions, host, data fingerprints, curve columns), stored once in the
+    page: a run holds their index in `shared`. Keeps 1,000 runs in a few MB."""
+
+    def __init__(self):
+        self.values: List[Any] = []
+        self._index: Dict[str, int] = {}
+
+    def ref(self, value: Any) -> int:
+        key = json.dumps(value, sort_keys=True)
+        if key not in self._index:
+            self._index[key] = len(self.values)
+            self.values.append(value)
+        return self._index[key]
+
+
+def _share_repeated(run: Dict[str, Any], shared: _Shared) -> None:
+    provenance = run.get("provenance") or {}
+    for key in ("versions", "host", "datasets", "determinism"):
+        if key in provenance:
+            provenance[key] = shared.ref(provenance[key])
+    if "curves" in run:
+        run["curves"] = {"columns": shared.ref(list(run["curves"])), "values": list(run["curves"].values())}
 
 
 def _checkpoint_hashes(entries: List[Dict[str, Any]]) -> Dict[str, Optional[str]]:

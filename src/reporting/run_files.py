@@ -47,7 +47,8 @@ def read_yaml(path: Path) -> Tuple[Any, Optional[str]]:
         node = loader.get_single_node()
         if node is None:
             return None, f"{path.name} is empty"
-        yaml_io._check_alias_expansion(node, str(path))  # noqa: SLF001 (the same alias-bomb guard)
+        if "*" in text:  # only an alias (*name) can expand; the walk is most of the cost of a plain file
+            yaml_io._check_alias_expansion(node, str(path))  # noqa: SLF001 (the same alias-bomb guard)
         return loader.construct_document(node), None
     except yaml.YAMLError as exc:
         return None, f"invalid YAML in {path.name}: {str(exc).splitlines()[0]}"
@@ -75,7 +76,7 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
-def read_curves(path: Path, digits: int = 5) -> Tuple[Dict[str, List[Optional[float]]], Optional[str]]:
+def read_curves(path: Path, digits: int = 4) -> Tuple[Dict[str, List[Optional[float]]], Optional[str]]:
     """metrics.csv as {column: [value per row]} (numbers rounded to `digits` significant digits, non-numbers
     None); ({}, problem) when unreadable."""
     try:
@@ -98,14 +99,13 @@ def read_curves(path: Path, digits: int = 5) -> Tuple[Dict[str, List[Optional[fl
 
 
 def _number(cell: str, digits: int) -> Optional[float]:
+    if cell.isdigit():  # epochs, counts
+        return int(cell)
     try:
         value = float(cell)
     except ValueError:
         return None
-    if not math.isfinite(value):
-        return None
-    rounded = float(f"{value:.{digits}g}")
-    return int(rounded) if rounded.is_integer() and abs(rounded) < 1e15 else rounded
+    return float("%.*g" % (digits, value)) if math.isfinite(value) else None
 
 
 def read_exports(run_dir: Path) -> Tuple[List[Dict[str, Any]], Optional[str]]:
