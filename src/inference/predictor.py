@@ -29,6 +29,8 @@ class Predictor:
     preprocessing: Dict[str, Any] = field(default_factory=dict)
     model_spec: Optional[Dict[str, Any]] = field(default=None, repr=False)  # checkpoints only (export needs it)
     model_state: Optional[Dict[str, Any]] = field(default=None, repr=False)
+    config: Optional[Dict[str, Any]] = field(default=None, repr=False)  # checkpoints: the config it trained with
+    data_record: Optional[Dict[str, Any]] = field(default=None, repr=False)  # checkpoints: the data paths it used
 
     @property
     def format(self) -> str:
@@ -138,7 +140,8 @@ def _load_checkpoint(path: Path, device: str) -> Predictor:
     return Predictor(task=task, subtask=ckpt["subtask"], class_names=[str(n) for n in spec["names"]],
                      provenance=provenance.from_checkpoint(ckpt, path, file_sha256(path)),
                      backend=TorchBackend(module, device), imgsz=imgsz, preprocessing=pre,
-                     model_spec=spec, model_state=ckpt["model_state"])
+                     model_spec=spec, model_state=ckpt["model_state"], config=ckpt["config"],
+                     data_record=(ckpt["metadata"] or {}).get("data"))
 
 
 def _load_onnx(path: Path) -> Predictor:
