@@ -20,6 +20,7 @@ COMMANDS = {
     "check-determinism": "src.cli.determinism_cmd",
     "runs": "src.cli.runs_cmd",
     "predict": "src.cli.predict_cmd",
+    "export": "src.cli.export_cmd",
     "leaderboard": "src.cli.leaderboard_cmd",
     "report": "src.cli.report_cmd",
 }
