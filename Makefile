@@ -11,7 +11,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml requirements.lock | $(PY)
-	$(PY) -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[test,mlflow,wandb]'
+	$(PY) -m pip install --disable-pip-version-check -q -c requirements.lock -e '.[test,mlflow,wandb,export]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
