@@ -54,3 +54,18 @@ class StreetScenePipeline:
             checkpoint_path=Path(checkpoint_path), data_yaml=data_yaml, overrides=self.overrides, seed=self.seed,
             verify_config=verify_config, strict=strict,
         ))
+
+    def leaderboard(self, test_data_path, data_yaml=None, metric: Optional[str] = None, top: Optional[int] = None,
+                    registry_path=None, progress: bool = False) -> Dict[str, Any]:
+        """The user guide's batch evaluation in one call: every registered run of this pipeline's subtask evaluated
+        on `test_data_path` with its own config and checkpoint, ranked (`rows`: rank, run_id, value, gap, verify,
+        ...). Results are cached beside each run, as for `street-scene leaderboard`."""
+        from src.common.errors import UserError
+        from src.reporting.leaderboard import LeaderboardRequest, build_leaderboard
+
+        if self.subtask is None:
+            raise UserError(f"leaderboard needs a subtask: StreetScenePipeline(..., {self.task}_task=...)")
+        return build_leaderboard(LeaderboardRequest(
+            subtask=self.subtask, test_data=str(test_data_path), data_yaml=data_yaml, metric=metric, top=top,
+            registry_path=Path(registry_path) if registry_path is not None else None, progress=progress,
+        ))
