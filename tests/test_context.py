@@ -12,9 +12,8 @@ from src.common.atomic import atomic_write_bytes, atomic_write_text, atomic_writ
 from src.common.checkpoint import load_checkpoint
 from src.common.curves import plot_curves
 from src.common.run_log import tee_output
-from src.pipelines.context import (
-    BEST_CHECKPOINT, METRICS_FILE, TrainContext, epoch_checkpoint_name, read_metrics_csv, write_metrics_csv,
-)
+from src.common.run_dir import BEST_CHECKPOINT, METRICS_FILE, epoch_checkpoint_name, read_metrics_csv, write_metrics_csv
+from src.pipelines.context import TrainContext
 
 SPEC = {"architecture": "tiny", "in": 2}
 
@@ -277,7 +276,7 @@ def test_metrics_csv_round_trip(tmp_path):
             {"epoch": 2, "loss": float("nan"), "name": "main", "count": 4, "tiny": 2.5e-7, "extra": -1.25}]
     write_metrics_csv(tmp_path / "m.csv", rows)
     back = read_metrics_csv(tmp_path / "m.csv")
-    assert back[0] == {"epoch": 1, "loss": 0.5, "name": "warmup", "count": 3, "tiny": 1e-7, "extra": ""}
+    assert back[0] == {"epoch": 1, "loss": 0.5, "name": "warmup", "count": 3, "tiny": 1e-7, "extra": None}  # empty cell
     assert math.isnan(back[1]["loss"])
     assert {k: v for k, v in back[1].items() if k != "loss"} == {"epoch": 2, "name": "main", "count": 4,
                                                                   "tiny": 2.5e-7, "extra": -1.25}

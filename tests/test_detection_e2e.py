@@ -317,7 +317,7 @@ def test_training_curves_are_drawn_from_metrics_csv_with_its_names(data, repo_ro
     """plots on or off, training_curves.png is ours, drawn from metrics.csv (so its curves carry the names every
     other output uses), never ultralytics' results.png with its `metrics/mAP50(B)` labels."""
     from src.common.curves import curve_labels
-    from src.pipelines.context import read_metrics_csv
+    from src.common.run_dir import read_metrics_csv
 
     proc = run_script("train.py", "--config", CONFIG, *TRAIN_SECTION, "--train-data", data / "scenes" / "train",
                       "--val-data", data / "scenes" / "val", "--data-yaml", VEHICLE_YAML, "--run-name", "plots",

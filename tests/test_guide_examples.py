@@ -22,7 +22,7 @@ import pytest
 from tests.detection_e2e_support import (CONFIG, IMGSZ_64, NO_PLOTS, RUN_DIR_FILES, RUN_ID_RE, TRAIN_SECTION,
                                          VEHICLE_CLASSES, VEHICLE_YAML, assert_user_error, completion_lines,
                                          load_yaml, make_data, registry_entries, weights_sha, workspace_env)
-from src.pipelines.context import read_metrics_csv
+from src.common.run_dir import read_metrics_csv
 from tests.helpers import REPO_ROOT, run_script, subprocess_env
 
 pytestmark = pytest.mark.slow  # trains models in subprocesses

@@ -19,7 +19,7 @@ from segmentation_e2e_support import (CONFIG, DATA_YAML, OVERRIDES, SEED, SUBTAS
 from src.common.checkpoint import FORMAT_VERSION, REQUIRED_KEYS, file_sha256
 from src.common.config_manager import ConfigManager
 from src.common.yaml_io import load_yaml
-from src.pipelines.context import read_metrics_csv
+from src.common.run_dir import read_metrics_csv
 
 pytestmark = pytest.mark.slow
 

@@ -100,9 +100,11 @@ class ConfigManager:
         """Write the resolved config as `config.yaml` (and the overrides as given as `overrides.yaml`)."""
         from src.common.atomic import atomic_write_text
 
-        atomic_write_text(Path(run_dir) / "overrides.yaml", dump_yaml(list(self.overrides)))
-        atomic_write_text(Path(run_dir) / "config.yaml", self.to_yaml())
-        return Path(run_dir) / "config.yaml"
+        from src.common.run_dir import CONFIG_FILE, OVERRIDES_FILE
+
+        atomic_write_text(Path(run_dir) / OVERRIDES_FILE, dump_yaml(list(self.overrides)))
+        atomic_write_text(Path(run_dir) / CONFIG_FILE, self.to_yaml())
+        return Path(run_dir) / CONFIG_FILE
 
 
 def checked_config(schema: type, config: Dict[str, Any], source: str, overrides: Sequence[str] = ()

@@ -5,12 +5,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from src.common.atomic import atomic_write_with
-
-CURVES_FILE = "training_curves.png"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+from src.common.dictdiff import is_number
 
 
 def _panel_of(key: str) -> str:
@@ -29,7 +24,7 @@ def curve_labels(rows: List[Dict[str, Any]]) -> List[str]:
     """The curves plot_curves draws, each labelled with its metrics.csv column name."""
     keys: List[str] = []
     for row in rows:
-        keys += [k for k in row if k != "epoch" and k not in keys and _is_number(row[k])]
+        keys += [k for k in row if k != "epoch" and k not in keys and is_number(row[k])]
     return keys
 
 
@@ -53,7 +48,7 @@ def plot_curves(rows: List[Dict[str, Any]], out_path: Path) -> Path:
     axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, (title, members) in zip(axes.flat, panels.items()):
         for key in members:
-            points = [(r["epoch"], r[key]) for r in rows if _is_number(r.get(key))]
+            points = [(r["epoch"], r[key]) for r in rows if is_number(r.get(key))]
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=2, label=key)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch", fontsize=7)

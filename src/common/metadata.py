@@ -17,9 +17,9 @@ from typing import Any, Dict, Optional, Tuple
 
 from src.common.atomic import atomic_write_text
 from src.common.errors import UserError
+from src.common.run_dir import METADATA_FILE
 from src.common.yaml_io import dump_yaml, load_yaml
 
-METADATA_FILE = "metadata.yaml"
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the street-scene checkout whose code runs
 _PACKAGES = {
     "pytorch_version": "torch",

@@ -12,10 +12,8 @@ from typing import Callable, List, Optional, Tuple
 
 from src.common.checkpoint import file_sha256
 from src.common.errors import UserError
+from src.common.run_dir import BEST_CHECKPOINT, CONFIG_FILE, METADATA_FILE
 
-METADATA_FILE = "metadata.yaml"
-CONFIG_FILE = "config.yaml"
-DEFAULT_CHECKPOINT = "best_model.pth"
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # metadata.yaml keys copied into the entry's `metadata` (what a user needs to judge and rerun a model).
 ENTRY_METADATA_KEYS = ("pytorch_version", "torchvision_version", "ultralytics_version", "numpy_version",
@@ -75,7 +73,7 @@ def build_entry(run_dir) -> dict:
     result = meta.get("result")
     if not isinstance(result, dict):
         raise UserError(f"{meta_path} has no `result` section; the run did not finish writing its metadata")
-    checkpoint = _confined_checkpoint(run_dir, result.get("checkpoint") or DEFAULT_CHECKPOINT, meta_path)
+    checkpoint = _confined_checkpoint(run_dir, result.get("checkpoint") or BEST_CHECKPOINT, meta_path)
     config_path = run_dir / CONFIG_FILE
     sha = result.get("checkpoint_sha256") or (file_sha256(checkpoint) if checkpoint.is_file() else None)
     return {
@@ -103,7 +101,7 @@ def _confined_checkpoint(run_dir: Path, name: object, meta_path: Path) -> Path:
     plain = isinstance(name, str) and name not in (".", "..") and Path(name).name == name
     if not plain or "\\" in name or "\0" in name:  # backslash: a Windows-style path; NUL: no file has it
         raise UserError(f"{meta_path}: result.checkpoint {name!r} is not a file name inside the run directory; "
-                        f"the run directory is damaged (expected e.g. {DEFAULT_CHECKPOINT!r})")
+                        f"the run directory is damaged (expected e.g. {BEST_CHECKPOINT!r})")
     checkpoint = run_dir / name
     try:
         target = checkpoint.resolve()

@@ -1,4 +1,5 @@
-"""What differs between two runs, from their run directories alone (no registry needed).
+"""What differs between two runs, from their run directories alone (no registry needed); and the per-epoch trace
+comparison that `reproduce` and `check-determinism` share with `diff`.
 
 Compared: the resolved config (dotted keys), metadata (versions, git commit/dirty/diff, seed, device, hardware,
 data paths and fingerprints, determinism settings, command, status), installed packages (environment.txt),
@@ -7,19 +8,15 @@ Not compared, because they differ between any two runs and say nothing about the
 start/finish times, the checkpoint file name, and timing metrics (names containing time/elapsed/duration/speed).
 """
 
-import csv
-import hashlib
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from src.common.dictdiff import MISSING, diff_dicts, flatten, format_changes
-from src.common.errors import UserError
+from src.common.checkpoint import file_sha256
+from src.common.dictdiff import MISSING, close, diff_dicts, flatten, format_changes, is_number, same_value
 from src.common.metadata import read_metadata
-from src.common.run_dir import resolve_run
-from src.common.yaml_io import load_yaml
+from src.common.run_dir import GIT_DIFF_FILE, RunDir, resolve_run
 
 IGNORED_METADATA = ("run_id", "started_at", "finished_at", "result.checkpoint", "result.metrics")
 TIMING_METRIC = re.compile(r"(^|[/_.\-])(time|elapsed|duration|speed)", re.IGNORECASE)
@@ -34,11 +31,11 @@ def diff_runs(run_a: Path, run_b: Path) -> Dict[str, Any]:
     diff = {
         "run_a": str(dir_a),
         "run_b": str(dir_b),
-        "config": _records(diff_dicts(_read_config(dir_a), _read_config(dir_b))),
+        "config": _records(diff_dicts(RunDir(dir_a).read_config(), RunDir(dir_b).read_config())),
         "metadata": _records(_metadata_changes(dir_a, meta_a, dir_b, meta_b)),
         "environment": _environment_changes(dir_a, dir_b),
         "metrics": _metric_changes(final_a, final_b),
-        "epochs": _epoch_changes(dir_a / "metrics.csv", dir_b / "metrics.csv"),
+        "epochs": _epoch_changes(read_trace(dir_a), read_trace(dir_b)),
         "ignored": [*IGNORED_METADATA, "timing metrics"],
     }
     diff["identical"] = not (diff["config"] or diff["metadata"] or diff["environment"] or diff["metrics"]
@@ -64,13 +61,6 @@ def _section(title: str, body: List[str]) -> List[str]:
     return [f"{title} ({len(body)}):", *(f"  {line}" for line in body)] if body else []
 
 
-def _read_config(run_dir: Path) -> Dict[str, Any]:
-    config = load_yaml(run_dir / "config.yaml")
-    if not isinstance(config, dict):
-        raise UserError(f"{run_dir / 'config.yaml'} is not a mapping; the run directory is damaged")
-    return config
-
-
 def _records(changes) -> List[Dict[str, Any]]:
     """(key, old, new) -> JSON-ready dicts; `a`/`b` are left out where the key is absent."""
     out = []
@@ -88,7 +78,7 @@ def _records(changes) -> List[Dict[str, Any]]:
 def _metadata_changes(dir_a: Path, meta_a: dict, dir_b: Path, meta_b: dict):
     a, b = _comparable(meta_a), _comparable(meta_b)
     # Two dirty runs at one commit can still run different code: compare the recorded diffs too.
-    a["git_diff_sha256"], b["git_diff_sha256"] = _file_sha(dir_a / "git.diff"), _file_sha(dir_b / "git.diff")
+    a["git_diff_sha256"], b["git_diff_sha256"] = _file_sha(dir_a / GIT_DIFF_FILE), _file_sha(dir_b / GIT_DIFF_FILE)
     return diff_dicts(a, b)
 
 
@@ -99,23 +89,16 @@ def _comparable(meta: dict) -> Dict[str, Any]:
 
 
 def _file_sha(path: Path) -> Optional[str]:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return file_sha256(path) if path.is_file() else None
 
 
 def _environment_changes(dir_a: Path, dir_b: Path) -> List[str]:
     """`name: 1.0 -> 2.0` for packages whose environment.txt lines differ (only when both runs have one)."""
-    env_a, env_b = _packages(dir_a / "environment.txt"), _packages(dir_b / "environment.txt")
+    env_a, env_b = RunDir(dir_a).read_packages(), RunDir(dir_b).read_packages()
     if env_a is None or env_b is None:
         return []
     return [f"{name}: {env_a.get(name, MISSING)} -> {env_b.get(name, MISSING)}"
             for name in sorted(set(env_a) | set(env_b)) if env_a.get(name) != env_b.get(name)]
-
-
-def _packages(path: Path) -> Optional[Dict[str, str]]:
-    if not path.is_file():
-        return None
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    return dict(line.split("==", 1) for line in lines if "==" in line)
 
 
 def _final_metrics(meta: dict) -> Dict[str, Any]:
@@ -127,10 +110,10 @@ def _final_metrics(meta: dict) -> Dict[str, Any]:
 def _metric_changes(a: Dict[str, Any], b: Dict[str, Any]) -> List[Dict[str, Any]]:
     out = []
     for key in sorted(set(a) | set(b)):
-        if TIMING_METRIC.search(key) or _same_value(a.get(key, MISSING), b.get(key, MISSING)):
+        if TIMING_METRIC.search(key) or same_value(a.get(key, MISSING), b.get(key, MISSING)):
             continue
         record = _records([(key, a.get(key, MISSING), b.get(key, MISSING))])[0]
-        if _is_number(record.get("a")) and _is_number(record.get("b")):
+        if is_number(record.get("a")) and is_number(record.get("b")):
             record["delta"] = record["b"] - record["a"]
         out.append(record)
     return out
@@ -141,24 +124,43 @@ def _metric_line(change: Dict[str, Any]) -> str:
     return line + (f" ({change['delta']:+.6g})" if "delta" in change else "")
 
 
-def _epoch_changes(csv_a: Path, csv_b: Path) -> Dict[str, Any]:
-    """Per-epoch comparison of two metrics.csv files, rows matched by their `epoch` column."""
-    rows_a, rows_b = _read_metrics_csv(csv_a), _read_metrics_csv(csv_b)
-    out = {"epochs_a": None if rows_a is None else len(rows_a), "epochs_b": None if rows_b is None else len(rows_b),
+def read_trace(run_dir: Path) -> Optional[Dict[int, Dict[str, Any]]]:
+    """{epoch: {metric: value}} from metrics.csv, timing columns dropped; None when the run has no metrics.csv.
+    Rows without an `epoch` column are numbered from 1."""
+    run = RunDir(Path(run_dir))
+    if not run.metrics.is_file():
+        return None
+    trace = {}
+    for number, row in enumerate(run.read_metrics(), 1):
+        epoch = row.pop("epoch", None)
+        if isinstance(epoch, float) and epoch.is_integer():
+            epoch = int(epoch)
+        trace[epoch if is_number(epoch) else number] = {k: v for k, v in row.items() if not TIMING_METRIC.search(k)}
+    return trace
+
+
+def compare_traces(a: Dict[int, dict], b: Dict[int, dict], rtol: float = 0.0, atol: float = 0.0) -> Dict[str, Any]:
+    """Epoch-by-epoch differences of two traces: every value that is not the same (same_value) on an epoch and
+    column both have, with whether it is within `rtol`/`atol`; epochs and columns only one side has."""
+    cols_a, cols_b = {k for row in a.values() for k in row}, {k for row in b.values() for k in row}
+    shared = sorted(cols_a & cols_b)
+    differences = [{"epoch": e, "key": k, "a": a[e].get(k), "b": b[e].get(k),
+                    "within_tolerance": close(a[e].get(k), b[e].get(k), rtol, atol)}
+                   for e in sorted(set(a) & set(b)) for k in shared if not same_value(a[e].get(k), b[e].get(k))]
+    return {"epochs_a": len(a), "epochs_b": len(b), "only_a": sorted(set(a) - set(b)), "only_b": sorted(set(b) - set(a)),
+            "columns_only_a": sorted(cols_a - cols_b), "columns_only_b": sorted(cols_b - cols_a),
+            "differences": differences}
+
+
+def _epoch_changes(trace_a: Optional[dict], trace_b: Optional[dict]) -> Dict[str, Any]:
+    """The per-epoch section of a diff: traces compared exactly (no tolerance)."""
+    out = {"epochs_a": None if trace_a is None else len(trace_a), "epochs_b": None if trace_b is None else len(trace_b),
            "only_a": [], "only_b": [], "columns_only_a": [], "columns_only_b": [],
            "first_difference_epoch": None, "differences": []}
-    if rows_a is None or rows_b is None:
+    if trace_a is None or trace_b is None:
         return out
-    cols_a = {k for row in rows_a.values() for k in row}
-    cols_b = {k for row in rows_b.values() for k in row}
-    shared = sorted(k for k in cols_a & cols_b if not TIMING_METRIC.search(k))
-    out["differences"] = [
-        {"epoch": e, "key": k, "a": rows_a[e].get(k), "b": rows_b[e].get(k)}
-        for e in sorted(set(rows_a) & set(rows_b)) for k in shared
-        if not _same_value(rows_a[e].get(k), rows_b[e].get(k))
-    ]
-    out.update(only_a=sorted(set(rows_a) - set(rows_b)), only_b=sorted(set(rows_b) - set(rows_a)),
-               columns_only_a=sorted(cols_a - cols_b), columns_only_b=sorted(cols_b - cols_a))
+    out.update(compare_traces(trace_a, trace_b))
+    out["differences"] = [{k: d[k] for k in ("epoch", "key", "a", "b")} for d in out["differences"]]
     if out["differences"]:
         out["first_difference_epoch"] = out["differences"][0]["epoch"]
     return out
@@ -182,41 +184,6 @@ def _epoch_lines(ep: Dict[str, Any]) -> List[str]:
     if len(ep["differences"]) > _TEXT_LIMIT:
         lines.append(f"... and {len(ep['differences']) - _TEXT_LIMIT} more (use --json for all)")
     return lines
-
-
-def _read_metrics_csv(path: Path) -> Optional[Dict[int, Dict[str, Any]]]:
-    """{epoch: {column: value}}; None when the file is absent. Rows without `epoch` are numbered from 1."""
-    if not path.is_file():
-        return None
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [{k: _parse(v) for k, v in row.items() if k is not None} for row in csv.DictReader(f)]
-    by_epoch = {}
-    for i, row in enumerate(rows, 1):
-        epoch = row.pop("epoch", i)
-        by_epoch[int(epoch) if isinstance(epoch, int) or isinstance(epoch, float) and epoch.is_integer() else i] = row
-    return by_epoch
-
-
-def _parse(text: Optional[str]) -> Any:
-    if text is None or text == "":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            continue
-    return text
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    """Exact equality, with 1 == 1.0 and NaN == NaN (a metric that was NaN in both runs did not change)."""
-    if _is_number(a) and _is_number(b):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    return type(a) is type(b) and a == b
 
 
 def _show(value: Any) -> str:

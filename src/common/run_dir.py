@@ -1,12 +1,31 @@
-"""Run ids and run directories: `<output root>/<YYYYMMDD_HHMMSS>_<run name>/`, never reused."""
+"""Run ids and run directories: `<output root>/<YYYYMMDD_HHMMSS>_<run name>/`, never reused.
 
+This module owns the run directory's layout: the file names below are spelled nowhere else, and `RunDir` reads
+and writes the files every task's run has (config, metadata, per-epoch metrics, environment, git diff).
+"""
+
+import csv
+import io
 import os
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from src.common.errors import UserError
+
+# What a run directory holds (see docs/ARCHITECTURE.md "Run directory").
+CONFIG_FILE = "config.yaml"  # the resolved config; its hash is the run's config hash
+OVERRIDES_FILE = "overrides.yaml"  # the --config-override arguments as given
+METADATA_FILE = "metadata.yaml"  # status, provenance, result
+METRICS_FILE = "metrics.csv"  # one row per epoch
+ENVIRONMENT_FILE = "environment.txt"  # `pip freeze`-style package list
+GIT_DIFF_FILE = "git.diff"  # uncommitted changes of the code that ran
+LOG_FILE = "train.log"
+CURVES_FILE = "training_curves.png"
+BEST_CHECKPOINT = "best_model.pth"
+LOCK_FILE = ".lock"  # held (flock) by the process that owns the run
 
 OUTPUT_DIR_ENV = "STREET_SCENE_OUTPUT_DIR"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # used with fullmatch: `$` allows a final "\n"
@@ -64,8 +83,124 @@ def resolve_run(ref: str, root: Optional[Path] = None) -> Path:
     candidates = [Path(ref).expanduser(), output_root(root) / ref]
     for path in candidates:
         if path.is_dir():
-            missing = [f for f in ("config.yaml", "metadata.yaml") if not (path / f).is_file()]
+            missing = [f for f in (CONFIG_FILE, METADATA_FILE) if not (path / f).is_file()]
             if missing:
                 raise UserError(f"{path} is not a street-scene run directory: missing {', '.join(missing)}")
             return path.resolve()
     raise UserError(f"unknown run {ref!r}: no such run directory, and no run id under {output_root(root)}")
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"checkpoint_epoch_{epoch}.pth"
+
+
+def epoch_of_checkpoint(path: Path) -> int:
+    """The epoch in `checkpoint_epoch_<n>.pth`; -1 for any other name."""
+    try:
+        return int(Path(path).stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run directory: where each of its files is, and how the shared ones are read and written."""
+
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metadata(self) -> Path:
+        return self.path / METADATA_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / BEST_CHECKPOINT
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.path / epoch_checkpoint_name(epoch)
+
+    def epoch_checkpoints(self) -> List[Path]:
+        """`checkpoint_epoch_<n>.pth` files present, by epoch."""
+        found = [p for p in self.path.glob("checkpoint_epoch_*.pth") if epoch_of_checkpoint(p) >= 1]
+        return sorted(found, key=epoch_of_checkpoint)
+
+    def read_config(self) -> Dict[str, Any]:
+        from src.common.yaml_io import load_yaml
+
+        config = load_yaml(self.config)
+        if not isinstance(config, dict):
+            raise UserError(f"{self.config} is not a mapping; the run directory is damaged")
+        return config
+
+    def read_metadata(self) -> Dict[str, Any]:
+        from src.common.metadata import read_metadata
+
+        return read_metadata(self.path)
+
+    def read_metrics(self) -> List[Dict[str, Any]]:
+        return read_metrics_csv(self.metrics)
+
+    def read_text(self, name: str) -> Optional[str]:
+        """A text file of the run (git.diff, environment.txt, ...); None when absent. Undecodable bytes survive
+        (surrogateescape), so comparing two texts compares the files."""
+        path = self.path / name
+        return path.read_text(encoding="utf-8", errors="surrogateescape") if path.is_file() else None
+
+    def read_packages(self) -> Optional[Dict[str, str]]:
+        """{package: version} from environment.txt; None when the run has none."""
+        text = self.read_text(ENVIRONMENT_FILE)
+        return None if text is None else parse_packages(text)
+
+
+def parse_packages(text: str) -> Dict[str, str]:
+    """`name==version` lines -> {name: version} (other lines, e.g. editable installs, are skipped)."""
+    return dict(line.split("==", 1) for line in text.splitlines() if "==" in line)
+
+
+def write_metrics_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
+    """Rows as CSV (columns in first-seen order), atomically."""
+    from src.common.atomic import atomic_write_text
+
+    columns: List[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_metrics_csv(path: Path) -> List[Dict[str, Any]]:
+    """Rows of a metrics.csv with numbers parsed (int, else float) and empty cells as None; [] when absent."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: _parse_cell(v) for k, v in row.items() if k is not None} for row in rows]
+
+
+def _parse_cell(text: Optional[str]) -> Any:
+    if text is None or text == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from src.common.errors import RunInterrupted, UserError
+from src.common.run_dir import LOCK_FILE
 
-LOCK_FILE = ".lock"
 _SIGNALS = ("SIGTERM", "SIGHUP")
 
 

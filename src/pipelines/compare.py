@@ -6,65 +6,38 @@ Used by `reproduce` (original vs re-run) and `check-determinism` (two identical 
 epoch where the traces part. Timing metrics (time/elapsed/duration/speed) never count.
 """
 
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from src.common import run_diff
+from src.common.dictdiff import close, same_value
 from src.common.run_diff import TIMING_METRIC
-from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, epoch_checkpoint_name, read_metrics_csv
+from src.common.run_dir import BEST_CHECKPOINT, epoch_checkpoint_name
 
 BIT_EXACT, WITHIN_TOLERANCE, DIVERGED = "bit-exact", "within tolerance", "diverged"
 _SHOWN = 20  # differences listed in text form; the JSON report has them all
 
 
 def read_trace(run_dir: Path) -> Dict[int, Dict[str, Any]]:
-    """{epoch: {metric: value}} from metrics.csv, timing columns dropped."""
-    trace = {}
-    for row in read_metrics_csv(Path(run_dir) / METRICS_FILE):
-        epoch = row.get("epoch")
-        if isinstance(epoch, int):
-            trace[epoch] = {k: v for k, v in row.items() if k != "epoch" and not TIMING_METRIC.search(k)}
-    return trace
-
-
-def close(a: Any, b: Any, rtol: float, atol: float) -> bool:
-    """Numbers within tolerance (NaN equals NaN); anything else must be equal."""
-    if _is_number(a) and _is_number(b):
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return math.isclose(a, b, rel_tol=rtol, abs_tol=atol)
-    return a == b
-
-
-def _exact(a: Any, b: Any) -> bool:
-    return close(a, b, 0.0, 0.0)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """{epoch: {metric: value}} from metrics.csv, timing columns dropped ({} without one)."""
+    return run_diff.read_trace(run_dir) or {}
 
 
 def compare_traces(original: Dict[int, dict], reproduction: Dict[int, dict], rtol: float, atol: float,
                    upto: Optional[int] = None) -> Dict[str, Any]:
-    """Epoch-by-epoch comparison of two traces (only epochs <= `upto` when given)."""
+    """Epoch-by-epoch comparison of two traces (only epochs <= `upto` when given), in run_diff's terms."""
     if upto is not None:
         original = {e: r for e, r in original.items() if e <= upto}
         reproduction = {e: r for e, r in reproduction.items() if e <= upto}
-    cols_o = {k for row in original.values() for k in row}
-    cols_r = {k for row in reproduction.values() for k in row}
-    differences = []
-    for epoch in sorted(set(original) & set(reproduction)):
-        for key in sorted(cols_o & cols_r):
-            a, b = original[epoch].get(key), reproduction[epoch].get(key)
-            if not _exact(a, b):
-                differences.append({"epoch": epoch, "key": key, "original": a, "reproduction": b,
-                                    "within_tolerance": close(a, b, rtol, atol)})
-    only_o, only_r = sorted(set(original) - set(reproduction)), sorted(set(reproduction) - set(original))
+    cmp = run_diff.compare_traces(original, reproduction, rtol, atol)
+    differences = [{"epoch": d["epoch"], "key": d["key"], "original": d["a"], "reproduction": d["b"],
+                    "within_tolerance": d["within_tolerance"]} for d in cmp["differences"]]
+    only_o, only_r = cmp["only_a"], cmp["only_b"]
     beyond = [d["epoch"] for d in differences if not d["within_tolerance"]] + only_o + only_r
     return {
-        "epochs_original": len(original), "epochs_reproduction": len(reproduction),
+        "epochs_original": cmp["epochs_a"], "epochs_reproduction": cmp["epochs_b"],
         "epochs_only_original": only_o, "epochs_only_reproduction": only_r,
-        "columns_only_original": sorted(cols_o - cols_r), "columns_only_reproduction": sorted(cols_r - cols_o),
+        "columns_only_original": cmp["columns_only_a"], "columns_only_reproduction": cmp["columns_only_b"],
         "first_difference_epoch": min([d["epoch"] for d in differences] + only_o + only_r, default=None),
         "first_divergent_epoch": min(beyond, default=None),
         "differences": differences,
@@ -79,7 +52,7 @@ def compare_metrics(original: Dict[str, Any], reproduction: Dict[str, Any], rtol
         if TIMING_METRIC.search(key):
             continue
         a, b = original.get(key), reproduction.get(key)
-        if key not in original or key not in reproduction or not _exact(a, b):
+        if key not in original or key not in reproduction or not same_value(a, b):
             both = key in original and key in reproduction
             out.append({"key": key, "original": a, "reproduction": b,
                         "within_tolerance": both and close(a, b, rtol, atol)})

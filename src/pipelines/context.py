@@ -8,24 +8,18 @@ the weights); the runner calls `finish_checkpoints()` before it hashes or regist
 """
 
 import copy
-import csv
-import io
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from src.common.atomic import atomic_write_text, atomic_write_with
+from src.common.atomic import atomic_write_with
 from src.common.background_writer import BackgroundWriter
 from src.common.checkpoint import build_checkpoint, save_checkpoint
-from src.common.metadata import METADATA_FILE, now_iso, update_metadata
+from src.common.metadata import now_iso, update_metadata
 
-BEST_CHECKPOINT = "best_model.pth"
-METRICS_FILE = "metrics.csv"
-
-
-def epoch_checkpoint_name(epoch: int) -> str:
-    return f"checkpoint_epoch_{epoch}.pth"
+from src.common.run_dir import (BEST_CHECKPOINT, METADATA_FILE, METRICS_FILE, epoch_checkpoint_name,
+                                epoch_of_checkpoint, write_metrics_csv)
 
 
 @dataclass
@@ -107,7 +101,7 @@ class TrainContext:
     def _prune_epoch_checkpoints(self) -> None:
         if self.keep_last <= 0:
             return
-        found = sorted(self.run_dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of)
+        found = sorted(self.run_dir.glob("checkpoint_epoch_*.pth"), key=epoch_of_checkpoint)
         for old in found[: -self.keep_last]:
             old.unlink()
 
@@ -136,43 +130,8 @@ class EvalContext:
     output_dir: Path
 
 
-def _epoch_of(path: Path) -> int:
-    try:
-        return int(path.stem.rsplit("_", 1)[1])
-    except (IndexError, ValueError):
-        return -1
-
-
 def _scalar(value: Any) -> Any:
     try:
         return float(value) if not isinstance(value, (int, str)) else value
     except (TypeError, ValueError):
         return str(value)
-
-
-def write_metrics_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
-    columns: List[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def read_metrics_csv(path: Path) -> List[Dict[str, Any]]:
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: _parse_number(v) for k, v in row.items()} for row in rows]
-
-
-def _parse_number(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except (TypeError, ValueError):
-            continue
-    return text

@@ -18,7 +18,7 @@ from src.common.atomic import atomic_write_text
 from src.common.errors import UserError
 from src.pipelines import reproduce_checks as checks
 from src.pipelines.compare import DIVERGED, compare_runs, format_comparison, read_trace
-from src.pipelines.context import BEST_CHECKPOINT, epoch_checkpoint_name
+from src.common.run_dir import BEST_CHECKPOINT, CONFIG_FILE, epoch_checkpoint_name
 
 REPORT_FILE = "reproduce.json"
 NAME_SUFFIX = "-repro"
@@ -64,7 +64,7 @@ def reproduce(request: ReproduceRequest) -> Dict[str, Any]:
     refuse_unless_allowed(original, plan["differences"], request)
     meta = original.meta
     result = train(TrainRequest(
-        config_path=original.run_dir / "config.yaml", task=meta["task"], subtask=meta["subtask"],
+        config_path=original.run_dir / CONFIG_FILE, task=meta["task"], subtask=meta["subtask"],
         train_data=plan["train"], val_data=plan["val"], data_yaml=plan["data_yaml"],
         run_name=_repro_name(str(meta.get("run_name") or original.run_dir.name)), overrides=request.overrides,
         seed=meta["seed"], output_dir=request.output_dir, registry_path=request.registry_path,
@@ -134,7 +134,7 @@ def preflight(original: _Original, overrides: Sequence[str]) -> Dict[str, Any]:
     from src.pipelines.job import open_job, resolve_device
 
     meta, run_dir = original.meta, original.run_dir
-    job = open_job(run_dir / "config.yaml", meta["task"], meta["subtask"], overrides, meta["seed"])
+    job = open_job(run_dir / CONFIG_FILE, meta["task"], meta["subtask"], overrides, meta["seed"])
     cm = job.cm
     device = resolve_device(job.config["device"])
     train, val, data_yaml = checks.data_paths(meta, original.ref)

@@ -11,13 +11,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from src.common.dictdiff import format_changes
 from src.common.errors import UserError
+from src.common.run_dir import ENVIRONMENT_FILE, GIT_DIFF_FILE, RunDir, parse_packages
 
 # Recorded metadata keys per category (see docs/ARCHITECTURE.md, metadata.yaml).
 VERSION_KEYS = ("python_version", "pytorch_version", "torchvision_version", "ultralytics_version", "numpy_version",
                 "torchmetrics_version", "street_scene_version")
 DEVICE_KEYS = ("device", "cuda_available", "cuda_version", "cudnn_version", "gpu_names", "cpu_model")
-GIT_DIFF_FILE = "git.diff"
-ENVIRONMENT_FILE = "environment.txt"
 
 
 def field_differences(recorded: Dict[str, Any], current: Dict[str, Any], keys) -> List[str]:
@@ -56,13 +55,9 @@ def package_differences(recorded_lines: Optional[str], current_lines: str) -> Li
     """`name: old -> new` between two environment.txt texts (`name==version` lines)."""
     if recorded_lines is None:
         return []
-    old, new = _packages(recorded_lines), _packages(current_lines)
+    old, new = parse_packages(recorded_lines), parse_packages(current_lines)
     return [f"package {name}: {old.get(name, '<missing>')} -> {new.get(name, '<missing>')}"
             for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
-
-
-def _packages(text: str) -> Dict[str, str]:
-    return dict(line.split("==", 1) for line in text.splitlines() if "==" in line)
 
 
 def current_code(run_dir: Path, meta: Dict[str, Any]) -> Tuple[List[str], List[str]]:
@@ -70,7 +65,7 @@ def current_code(run_dir: Path, meta: Dict[str, Any]) -> Tuple[List[str], List[s
     from src.common.metadata import git_info
 
     fields, diff = git_info()
-    recorded_diff = _read_text(run_dir / GIT_DIFF_FILE)
+    recorded_diff = RunDir(run_dir).read_text(GIT_DIFF_FILE)
     return code_differences(meta, recorded_diff, fields, diff), code_notes(meta, fields)
 
 
@@ -84,7 +79,7 @@ def current_environment(run_dir: Path, meta: Dict[str, Any], device: str, seed: 
     with process_settings_restored(default_num_threads()):  # also puts the determinism switches back
         settings = seed_everything(seed)
     versions = field_differences(meta, package_versions(), VERSION_KEYS)
-    packages = package_differences(_read_text(run_dir / ENVIRONMENT_FILE), environment_lines())
+    packages = package_differences(RunDir(run_dir).read_text(ENVIRONMENT_FILE), environment_lines())
     recorded_det = meta.get("determinism") or {}
     return {
         "environment": versions + [p for p in packages if not _covered(p, versions)],
@@ -99,10 +94,6 @@ def _covered(package_line: str, version_lines: List[str]) -> bool:
     aliases = {"torch": "pytorch_version", "street-scene": "street_scene_version"}
     key = aliases.get(name, name.replace("-", "_") + "_version")
     return any(line.startswith(key + ":") for line in version_lines)
-
-
-def _read_text(path: Path) -> Optional[str]:
-    return path.read_text(encoding="utf-8", errors="surrogateescape") if path.is_file() else None
 
 
 def data_paths(meta: Dict[str, Any], run_ref: str) -> Tuple[str, str, Optional[str]]:

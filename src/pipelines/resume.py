@@ -10,7 +10,8 @@ from src.common.dictdiff import format_changes
 from src.common.errors import UserError
 from src.common.metadata import now_iso, read_metadata, write_metadata
 from src.common.run_dir import resolve_run
-from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, _epoch_of, epoch_checkpoint_name, read_metrics_csv
+from src.common.run_dir import (BEST_CHECKPOINT, METADATA_FILE, METRICS_FILE, epoch_checkpoint_name,
+                                epoch_of_checkpoint, read_metrics_csv)
 
 
 def find_resume_checkpoint(ref: str) -> Path:
@@ -19,7 +20,7 @@ def find_resume_checkpoint(ref: str) -> Path:
     if path.is_file():
         return path.resolve()
     run_dir = resolve_run(ref)
-    found = sorted(run_dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of)
+    found = sorted(run_dir.glob("checkpoint_epoch_*.pth"), key=epoch_of_checkpoint)
     if not found:
         raise UserError(f"run {run_dir.name} has no checkpoint_epoch_N.pth to resume from")
     return found[-1]
@@ -37,14 +38,14 @@ def load_resume(ref: str, cm: ConfigManager, task_module, task: str, subtask: st
     if (ckpt["task"], ckpt["subtask"]) != (task, subtask):
         raise UserError(f"{ckpt_path} is a {ckpt['task']}/{ckpt['subtask']} checkpoint, not {task}/{subtask}")
     run_dir = ckpt_path.parent
-    if not (run_dir / "metadata.yaml").is_file():
+    if not (run_dir / METADATA_FILE).is_file():
         raise UserError(f"{ckpt_path} is not inside a run directory (no metadata.yaml beside it)")
     from src.common.run_liveness import lock_is_free
 
     if not lock_is_free(run_dir):  # checked again, atomically, when the lock is taken
         raise UserError(f"run {run_dir.name} is still being trained by another process (pid "
                         f"{read_metadata(run_dir).get('pid')}); wait for it to finish or stop it before --resume")
-    later = [p.name for p in run_dir.glob("checkpoint_epoch_*.pth") if _epoch_of(p) > ckpt["epoch"]]
+    later = [p.name for p in run_dir.glob("checkpoint_epoch_*.pth") if epoch_of_checkpoint(p) > ckpt["epoch"]]
     if later:
         raise UserError(f"run {run_dir.name} already has {', '.join(sorted(later))}; resuming from epoch "
                         f"{ckpt['epoch']} would overwrite them: resume from the newest checkpoint")

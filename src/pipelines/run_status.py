@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from src.common.errors import UserError
-from src.common.metadata import METADATA_FILE, now_iso, read_metadata, update_metadata
-from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, _epoch_of, read_metrics_csv
+from src.common.metadata import now_iso, read_metadata, update_metadata
+from src.common.run_dir import BEST_CHECKPOINT, METADATA_FILE, METRICS_FILE, epoch_of_checkpoint, read_metrics_csv
 
 EMPTY, STALE, RUNNING = "empty", "stale", "running"
 
@@ -118,7 +118,7 @@ def _complete_or_fail(run_dir: Path) -> None:
     from src.common.checkpoint import file_sha256, load_checkpoint
 
     meta = read_metadata(run_dir)
-    epochs = sorted(run_dir.glob("checkpoint_epoch_*.pth"), key=_epoch_of)
+    epochs = sorted(run_dir.glob("checkpoint_epoch_*.pth"), key=epoch_of_checkpoint)
     last = load_checkpoint(epochs[-1]) if epochs else None
     if last is None or not last.get("final"):
         done = last["epoch"] if last else 0
@@ -156,7 +156,7 @@ def _restore_best(run_dir: Path, best_epoch: int) -> None:
     """best_model.pth must hold the best epoch; a process killed between writing the epoch checkpoint and the best
     model left an older one (or none): rebuild it from checkpoint_epoch_<best>.pth."""
     from src.common.checkpoint import load_checkpoint, save_checkpoint
-    from src.pipelines.context import epoch_checkpoint_name
+    from src.common.run_dir import epoch_checkpoint_name
 
     best = run_dir / BEST_CHECKPOINT
     if best.is_file() and load_checkpoint(best)["epoch"] == best_epoch:

@@ -20,7 +20,9 @@ from src.common.metadata import (METADATA_FILE, collect_metadata, environment_li
 from src.common.model_registry import REGISTRY_ENV
 from src.common.run_dir import OUTPUT_DIR_ENV, output_root, validate_run_name
 from src.common.writable import check_writable
-from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, TrainContext, read_metrics_csv
+from src.common.run_dir import (BEST_CHECKPOINT, CURVES_FILE, ENVIRONMENT_FILE, GIT_DIFF_FILE, LOG_FILE, METRICS_FILE,
+                                read_metrics_csv)
+from src.pipelines.context import TrainContext
 from src.pipelines.job import Job, open_job, resolve_device
 
 
@@ -172,7 +174,7 @@ def _train_in_run_dir(plan: _Plan, run_id: str, run_dir: Path) -> TrainResult:
             from src.pipelines.resume import history_until
 
             ctx.history = history_until(run_dir, plan.resume[0]["epoch"])
-        with (tee_output(run_dir / "train.log") if main else contextlib.nullcontext()):
+        with (tee_output(run_dir / LOG_FILE) if main else contextlib.nullcontext()):
             metrics = plan.job.task_module.train(ctx)
             ctx.finish_checkpoints()  # every checkpoint on disk before checks, hashes and the registry
             if main:
@@ -193,7 +195,7 @@ def _train_in_run_dir(plan: _Plan, run_id: str, run_dir: Path) -> TrainResult:
         if live is not None:
             live.finish()
         register_completed(plan.registry, run_dir)
-        with tee_output(run_dir / "train.log"):
+        with tee_output(run_dir / LOG_FILE):
             print(f"Training completed. Results saved to {display_path(run_dir)}")
             print(f"Run ID: {run_id}")
     return TrainResult(run_id=run_id, run_dir=run_dir, metrics=metrics, checkpoint_path=best)
@@ -239,14 +241,14 @@ def _start_run(run_dir: Path, run_id: str, plan: _Plan) -> Dict[str, Any]:
     if request.stop_after_epoch is not None:
         metadata["stop_after_epoch"] = request.stop_after_epoch
     write_metadata(run_dir, metadata)
-    atomic_write_text(run_dir / "environment.txt", environment_lines())
+    atomic_write_text(run_dir / ENVIRONMENT_FILE, environment_lines())
     if diff is not None:
-        atomic_write_text(run_dir / "git.diff", diff)
+        atomic_write_text(run_dir / GIT_DIFF_FILE, diff)
     return metadata
 
 
 def _finish_artifacts(run_dir: Path) -> None:
-    from src.common.curves import CURVES_FILE, plot_curves
+    from src.common.curves import plot_curves
 
     # Always drawn from metrics.csv: the curves carry the same metric names as every other output.
     rows = read_metrics_csv(run_dir / METRICS_FILE)
@@ -262,7 +264,7 @@ def _mark_failed(run_dir: Path, exc: BaseException) -> None:
         meta = read_metadata(run_dir) if (run_dir / METADATA_FILE).is_file() else {"run_id": run_dir.name}
         meta.update(status="failed", finished_at=now_iso(), error=reason.strip()[:2000])
         write_metadata(run_dir, meta)
-        with open(run_dir / "train.log", "a", encoding="utf-8") as log:
+        with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log:
             log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     except (OSError, UserError):
         pass  # the original error matters more than failing to annotate the run dir

@@ -57,14 +57,14 @@ class DetectionAugmentation(Section):
 
 
 def _non_negative(value: Any) -> bool:
-    return _is_number(value) and value >= 0
+    return _finite_number(value) and value >= 0
 
 
 def _fraction(value: Any) -> bool:
-    return _is_number(value) and 0 <= value <= 1
+    return _finite_number(value) and 0 <= value <= 1
 
 
-def _is_number(value: Any) -> bool:
+def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -85,7 +85,7 @@ EXTRA_ARGS = {
     "warmup_bias_lr": (_fraction, "a number in [0, 1]"),
     "cos_lr": (lambda v: isinstance(v, bool), "true or false"),
     "rect": (lambda v: isinstance(v, bool), "true or false"),
-    "fraction": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1] (share of the training set)"),
+    "fraction": (lambda v: _finite_number(v) and 0 < v <= 1, "a number in (0, 1] (share of the training set)"),
     "freeze": (_freeze, "a layer count or a list of layer indices (integers >= 0)"),
     "multi_scale": (_fraction, "a number in [0, 1] (image size range as a fraction of image_size)"),
     "max_det": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10_000,
