@@ -158,7 +158,7 @@ def exit_code(report: Dict[str, Any]) -> int:
 
 def _child_main(argv: Sequence[str]) -> int:
     """One training of the check, in a fresh process (run as `python -m src.pipelines.determinism_check JSON`)."""
-    from src.cli.main import run_command
+    from src.common.error_lines import run_command
     from src.pipelines.runner import TrainRequest, train
 
     request = DeterminismRequest(**json.loads(argv[0]))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from src.cli.main import DEBUG_ENV, run_command
+from src.common.error_lines import DEBUG_ENV, run_command
 from src.common.config_manager import compute_config_hash
 from src.common.errors import UserError
 from src.common.model_registry import ModelRegistry, build_entry
