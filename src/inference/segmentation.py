@@ -59,7 +59,7 @@ def to_batch(image, size_hw: Optional[Tuple[int, int]]):
     import numpy as np
     import torch
 
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    tensor = torch.from_numpy(np.array(image, copy=not image.flags.writeable)).permute(2, 0, 1)
     if size_hw is not None and tuple(size_hw) != tuple(image.shape[:2]):
         from torchvision.transforms.v2 import InterpolationMode
         from torchvision.transforms.v2 import functional as F

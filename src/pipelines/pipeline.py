@@ -69,3 +69,15 @@ class StreetScenePipeline:
             subtask=self.subtask, test_data=str(test_data_path), data_yaml=data_yaml, metric=metric, top=top,
             registry_path=Path(registry_path) if registry_path is not None else None, progress=progress,
         ))
+
+    def predict(self, source, checkpoint, out=None, conf: Optional[float] = None, iou: Optional[float] = None,
+                imgsz: Optional[int] = None, save_images: bool = False, force: bool = False) -> list:
+        """Predict with a checkpoint, run id or exported .onnx of this pipeline's task (another task's model is
+        refused) on an image, folder, .txt list or video; returns the records (also saved with provenance)."""
+        from src.inference.predict import PredictRequest, predict_source
+
+        result = predict_source(PredictRequest(
+            checkpoint=str(checkpoint), source=str(source), out=Path(out) if out is not None else None, conf=conf,
+            iou=iou, imgsz=imgsz, save_images=save_images, force=force, task=self.task,
+        ))
+        return result["records"]
