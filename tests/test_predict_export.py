@@ -165,6 +165,8 @@ def test_export_onnx_metadata_parity_and_predict(ws, det_run, capsys):
     assert exports[-1]["path"] == str(path) and exports[-1]["sha256"] == file_sha256(path)
     assert set(exports[-1]["parity"]) == {"max_abs_diff", "max_rel_diff", "torch_p50_ms", "runtime_p50_ms", "images"}
     assert exports[-1]["parity"]["max_rel_diff"] <= 1e-3
+    shown = json.loads(cli(capsys, "registry", "show", det_run.name, "--json").out)
+    assert shown["exports"] == exports
     # predict on the .onnx gives the checkpoint's detections
     src = ws / "det/test/images"
     pth = json.loads(cli(capsys, "predict", "--checkpoint", det_run / "best_model.pth", "--source", src,

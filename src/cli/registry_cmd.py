@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the whole entry as JSON")
     p.set_defaults(registry_handler=_best)
 
+    p = sub.add_parser("show", parents=[common], help="one entry, with the exports of its run (exports.json)")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--json", action="store_true", help="print the entry (with `exports`) as JSON")
+    p.set_defaults(registry_handler=_show)
+
     p = sub.add_parser("export", parents=[common], help="write the registry as CSV, one row per model")
     p.add_argument("--csv", required=True, metavar="PATH", help="CSV file to write")
     p.set_defaults(registry_handler=_export)
@@ -106,6 +111,35 @@ def _best(args) -> int:
     else:
         print(f"run_id:     {entry['run_id']}\n{args.metric}: {_fmt(entry['metrics'][args.metric])}\n"
               f"checkpoint: {entry['checkpoint_path']}\nconfig:     {entry.get('config_path') or '-'}")
+    return 0
+
+
+def _show(args) -> int:
+    from pathlib import Path
+
+    from src.common.errors import UserError
+    from src.inference.exports_record import read_exports
+
+    registry = _registry(args)
+    entry = _checked("show", registry.get_entry, args.run_id)
+    if entry is None:
+        raise UserError(f"run {args.run_id!r} is not in registry {registry.path}; "
+                        "see `street-scene registry list` for the run ids")
+    run_dir = Path(entry.get("run_dir") or Path(entry["checkpoint_path"]).parent)
+    exports = read_exports(run_dir) if run_dir.is_dir() else []
+    if args.json:
+        print(json.dumps({**entry, "exports": exports}, indent=2, ensure_ascii=False))
+        return 0
+    print(f"run_id:     {entry['run_id']}\ntask:       {entry['task']}\nconfig:     {entry['config_hash']}\n"
+          f"checkpoint: {entry['checkpoint_path']}\nsha256:     {entry.get('checkpoint_sha256') or '-'}\n"
+          f"metrics:    {_metrics_text(entry['metrics'])}")
+    if not exports:
+        print("exports:    none (street-scene export --checkpoint RUN_ID --format onnx)")
+        return 0
+    rows = [(e.get("format", "-"), e.get("created_at", "-"), "dynamic" if e.get("dynamic") else
+             "x".join(map(str, e.get("imgsz") or [])), _fmt((e.get("parity") or {}).get("max_rel_diff")),
+             e.get("path", "-")) for e in exports]
+    print(format_table(["FORMAT", "CREATED", "INPUT", "PARITY_REL", "PATH"], rows))
     return 0
 
 
