@@ -201,11 +201,19 @@ def test_register_model_adds_one_version_tagged_with_the_config_hash(env, capsys
     assert len(versions) == 1
     version = versions[0]
     mlflow_run_id = runs_of(env)[0].info.run_id
-    assert version.run_id == mlflow_run_id and version.source == f"runs:/{mlflow_run_id}/checkpoint"
+    # an mlflow.pyfunc model folder, one per distinct set of weights (tests/test_tracking_model.py loads one)
+    assert version.run_id == mlflow_run_id and version.source.startswith(f"runs:/{mlflow_run_id}/model/")
     assert version.tags["street_scene.config_hash"] == "abcd1234"
     assert version.tags["street_scene.checkpoint_sha256"] == hashlib.sha256(CKPT).hexdigest()
-    local = env.client.download_artifacts(mlflow_run_id, "checkpoint/best_model.pth", str(env.outputs.parent))
+    assert (version.tags["street_scene.task"], version.tags["street_scene.subtask"]) == ("detection",
+                                                                                         "vehicle_detection")
+    assert version.tags["street_scene.run_id"] == RUN_ID and "street_scene.onnx_sha256" not in version.tags
+    model_dir = version.source.split(f"runs:/{mlflow_run_id}/", 1)[1]
+    local = env.client.download_artifacts(mlflow_run_id, f"{model_dir}/artifacts/best_model.pth",
+                                          str(env.outputs.parent))
     assert Path(local).read_bytes() == CKPT
+    assert {a.path for a in env.client.list_artifacts(mlflow_run_id)} >= {"config.yaml", "model"}
+    assert "checkpoint" not in {a.path for a in env.client.list_artifacts(mlflow_run_id)}  # no second copy
     assert snapshot(run_dir) == before
 
 
@@ -349,7 +357,7 @@ def test_real_mlflow_server_sync_register_and_unreachable(env, tmp_path):
         assert len(runs) == 1 and runs[0].data.tags["street_scene.run_id"] == RUN_ID
         assert [(m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "val/mAP50-95")] == \
             [(1, 0.1), (2, 0.2), (3, 0.25)]
-        assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"config.yaml", "checkpoint"}
+        assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {"config.yaml", "model"}
         versions = client.search_model_versions("name='vehicles'")
         assert len(versions) == 1 and versions[0].tags["street_scene.config_hash"] == "abcd1234"
         stored = list((tmp_path / "server-artifacts").rglob("best_model.pth"))  # uploaded through the server

@@ -27,8 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "(default: the run's tracking.mlflow.tracking_uri, else $MLFLOW_TRACKING_URI, else MLflow's)")
     p.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the run's "
                    "tracking.mlflow.experiment, else $MLFLOW_EXPERIMENT_NAME, else street-scene)")
-    p.add_argument("--register-model", metavar="NAME", help="also register best_model.pth as a version of "
-                   "this MLflow registered model, tagged with the config hash (completed runs only)")
+    p.add_argument("--register-model", metavar="NAME", help="also register the run's model as a version of this "
+                   "MLflow registered model: an mlflow.pyfunc model holding best_model.pth (and the ONNX export, if "
+                   "any), tagged with run id, config hash, task, subtask, checkpoint sha256 (completed runs only; "
+                   "a name holds models of one task and subtask)")
+    p.add_argument("--mlflow-artifact-location", metavar="PATH_OR_URI", help="where an experiment this sync "
+                   "creates stores its artifacts (<this>/<experiment>); an existing experiment must already store "
+                   "them there (default: $STREET_SCENE_MLFLOW_ARTIFACTS, else mlartifacts/ beside a sqlite "
+                   "database, else the store's or server's own choice)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
                    help="give up on an unreachable tracking server after this long (default 5)")
     p.set_defaults(sync_handler=_sync_mlflow)
@@ -72,7 +78,8 @@ def _sync_mlflow(args, refs: List[str]) -> int:
         settings, _ = tracking_settings(record.config)
         where = (args.tracking_uri or settings.tracking_uri, args.experiment or settings.experiment)
         if where not in targets:
-            targets[where] = MlflowTarget(*where, timeout=args.timeout)  # unreachable: stops the whole command
+            targets[where] = MlflowTarget(*where, timeout=args.timeout,  # unreachable: stops the whole command
+                                          artifact_location=args.mlflow_artifact_location)
         r = targets[where].sync(record, log_checkpoint=args.log_checkpoint, register_model=args.register_model)
         model = f"; model {args.register_model} version {r.model_version}" if r.model_version else ""
         return (f"mlflow: {r.run_id} -> run {r.mlflow_run_id} ({'created' if r.created else 'updated'}) in "

@@ -22,17 +22,19 @@ __all__ = ["log_to_mlflow", "log_to_wandb"]
 
 def log_to_mlflow(run_dir: PathLike, run_id: Optional[str] = None, *, tracking_uri: Optional[str] = None,
                   experiment: Optional[str] = None, register_model: Optional[str] = None,
-                  log_checkpoint: bool = False):
-    """Create or update the MLflow run of `run_dir` (params, metric history, final metrics, tags, files).
+                  log_checkpoint: bool = False, artifact_location: Optional[str] = None):
+    """Create or update the MLflow run of `run_dir` (params, metric history, final metrics, tags, files;
+    with `register_model`, an mlflow.pyfunc model version).
 
     `run_id`, when given, must be the run's id (a guard against syncing the wrong folder). Returns an
-    MlflowSyncResult (our run id, the MLflow run id, experiment id, whether it was created).
+    MlflowSyncResult (our run id, the MLflow run id, experiment id, whether it was created, model version).
     """
     from src.tracking.mlflow_sync import sync_mlflow
 
     _check_run_id(run_dir, run_id)
     return sync_mlflow(str(run_dir), tracking_uri=tracking_uri, experiment=experiment,
-                       register_model=register_model, log_checkpoint=log_checkpoint)
+                       register_model=register_model, log_checkpoint=log_checkpoint,
+                       artifact_location=artifact_location)
 
 
 def log_to_wandb(run_dir: PathLike, *, project: Optional[str] = None, mode: Optional[str] = None,

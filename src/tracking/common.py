@@ -18,6 +18,10 @@ TAG_PREFIX = "street_scene."
 # The run's own files a tracker gets (the checkpoint only on request: it can be large).
 ARTIFACT_FILES = ("config.yaml", "metadata.yaml", "overrides.yaml", "git.diff", "environment.txt", "metrics.csv",
                   "training_curves.png")
+# What ultralytics and evaluations wrote inside the run dir (args.yaml, results.csv, confusion matrices, PR curves,
+# results.png, label and prediction mosaics): uploaded under the same folder names.
+ULTRALYTICS_FILES = ("args.yaml", "results.csv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_PROJECT = "street-scene"  # MLflow experiment / W&B project when nothing else names one
 WANDB_MODES = ("offline", "online")
 
@@ -43,6 +47,7 @@ class RunRecord:
     checkpoint: Optional[Path]  # best_model.pth when it exists
     started_ms: Optional[int] = None
     finished_ms: Optional[int] = None
+    extra_files: List[Tuple[Path, str]] = field(default_factory=list)  # (file, folder in the tracker)
     _sha256: Optional[str] = field(default=None, repr=False, compare=False)
 
     def checkpoint_sha256(self) -> Optional[str]:
@@ -70,7 +75,7 @@ def load_run(ref: str, root: Optional[Path] = None) -> RunRecord:
     from src.common.metadata import read_metadata
     from src.common.run_dir import resolve_run
     from src.common.yaml_io import load_yaml
-    from src.pipelines.context import BEST_CHECKPOINT, METRICS_FILE, read_metrics_csv
+    from src.common.run_dir import BEST_CHECKPOINT, METRICS_FILE, read_metrics_csv
 
     run_dir = resolve_run(str(ref), root)
     meta = read_metadata(run_dir)
@@ -95,7 +100,31 @@ def load_run(ref: str, root: Optional[Path] = None) -> RunRecord:
         checkpoint=checkpoint if checkpoint.is_file() else None,
         started_ms=_epoch_ms(meta.get("started_at")),
         finished_ms=_epoch_ms(meta.get("finished_at")),
+        extra_files=run_extra_files(run_dir),
     )
+
+
+def run_extra_files(run_dir: Path) -> List[Tuple[Path, str]]:
+    """(file, tracker folder) for ultralytics' own files (`ultralytics/`: args.yaml, results.csv, plots; never its
+    weights) and for evaluations (`evaluations/*.json` and each evaluation's plots and prediction images)."""
+    out: List[Tuple[Path, str]] = []
+    ultra = run_dir / "ultralytics"
+    if ultra.is_dir():
+        out += [(p, "ultralytics") for p in sorted(ultra.iterdir())
+                if p.is_file() and (p.name in ULTRALYTICS_FILES or p.suffix.lower() in IMAGE_SUFFIXES)]
+    evaluations = run_dir / "evaluations"
+    if evaluations.is_dir():
+        for entry in sorted(evaluations.iterdir()):
+            if entry.is_file() and entry.suffix == ".json":
+                out.append((entry, "evaluations"))
+            elif entry.is_dir():
+                out += [(p, f"evaluations/{entry.name}") for p in sorted(entry.iterdir())
+                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return out
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def config_params(config: Dict[str, Any]) -> Dict[str, str]:

@@ -11,6 +11,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 from src.common.errors import UserError
@@ -23,6 +24,9 @@ CHECKPOINT_ARTIFACT_DIR = "checkpoint"
 _STATUS = {"completed": "FINISHED", "failed": "FAILED"}  # running/unknown: the MLflow run stays RUNNING
 _BAD_NAME_CHARS = re.compile(r"[^/\w.\- ]")
 _BATCH = 100  # MLflow accepts at most 100 params/tags and 1000 metrics per log_batch
+ARTIFACTS_ENV = "STREET_SCENE_MLFLOW_ARTIFACTS"  # artifact root for the experiments a sync creates
+SQLITE_ARTIFACTS_DIR = "mlartifacts"  # the default: beside the sqlite database, whatever the current folder
+_SAFE_DIR_CHARS = re.compile(r"[^\w.-]")
 
 
 @dataclass
@@ -38,6 +42,7 @@ class MlflowSyncResult:
 def import_mlflow():
     """mlflow, or a UserError saying how to install it. Its usage telemetry stays off unless the user opted in."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline-first: a sync never phones home
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run, not tqdm bars
     try:
         import mlflow
     except ImportError:
@@ -69,13 +74,15 @@ class MlflowTarget:
     """One MLflow tracking store and experiment, checked on creation; syncs any number of runs into it."""
 
     def __init__(self, tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
-                 timeout: float = 5.0):
+                 timeout: float = 5.0, artifact_location: Optional[str] = None):
         import_mlflow()
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self.experiment_name = experiment or DEFAULT_PROJECT
         self.timeout = timeout
+        # Explicit (option or env): a new experiment stores its artifacts there, an existing one must already.
+        self.artifact_root = artifact_location or os.environ.get(ARTIFACTS_ENV) or None
         try:
             self.client = MlflowClient(tracking_uri=tracking_uri)
             self.tracking_uri = self.client.tracking_uri
@@ -92,8 +99,9 @@ class MlflowTarget:
 
         exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is None:
+            location = experiment_artifact_location(self.artifact_root, self.tracking_uri, self.experiment_name)
             try:
-                return self.client.create_experiment(self.experiment_name)
+                return self.client.create_experiment(self.experiment_name, artifact_location=location)
             except MlflowException as exc:  # another sync created it in the meantime
                 exp = self.client.get_experiment_by_name(self.experiment_name)
                 if exp is None:
@@ -101,6 +109,11 @@ class MlflowTarget:
         if exp.lifecycle_stage != "active":
             raise UserError(f"MLflow experiment {self.experiment_name!r} is deleted; restore it "
                             f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or pass --experiment")
+        if self.artifact_root and not _is_within(exp.artifact_location, self.artifact_root):
+            raise UserError(f"MLflow experiment {self.experiment_name!r} stores its artifacts at "
+                            f"{exp.artifact_location}, not under {self.artifact_root} (an experiment's artifact "
+                            "location is fixed when it is created); pass another --experiment or drop "
+                            f"--mlflow-artifact-location / {ARTIFACTS_ENV}")
         return exp.experiment_id
 
     # ---- finding / creating the run ----------------------------------------------------------------------
@@ -175,9 +188,14 @@ class MlflowTarget:
     # ---- whole-run sync ----------------------------------------------------------------------------------
     def sync(self, record: RunRecord, *, log_checkpoint: bool = False,
              register_model: Optional[str] = None) -> MlflowSyncResult:
-        """Create or update the MLflow run of `record`: params, tags, metrics, artifacts, status, model."""
+        """Create or update the MLflow run of `record`: params, tags, metrics, files, status, then the registered
+        model version. Every refusal (a running run, a changed checkpoint or export, a registered model of another
+        task) comes before anything is logged."""
         from mlflow.exceptions import MlflowException
 
+        from src.tracking import mlflow_model
+
+        files = existed = None
         if register_model and record.status != "completed":
             raise UserError(f"run {record.run_id} has status {record.status!r}; only a completed run's "
                             "checkpoint can be registered (sync without --register-model, or finish the run)")
@@ -186,11 +204,15 @@ class MlflowTarget:
                 raise UserError(f"{record.run_dir} has no checkpoint yet; sync without --log-checkpoint")
             record.checkpoint_sha256()
         try:
+            if register_model:
+                files = mlflow_model.model_files(record)
+                existed = mlflow_model.check_family(self.client, register_model, record)
             run, created = self.start_run(record)
             self._log_missing_metrics(run, record)
-            self._log_artifacts(run, record, log_checkpoint or bool(register_model))
-            version = self._register(run, record, register_model) if register_model else None
+            self._log_artifacts(run, record, log_checkpoint)
             self._set_status(run, record)
+            version = mlflow_model.register_version(self.client, run.info.run_id, register_model, record, files,
+                                                    existed) if register_model else None
         except (MlflowException, OSError) as exc:
             raise UserError(f"MLflow sync of {record.run_id} to {self.tracking_uri} failed: "
                             f"{short_error(exc)}") from None
@@ -198,36 +220,18 @@ class MlflowTarget:
                                 tracking_uri=self.tracking_uri, created=created, model_version=version)
 
     def _log_artifacts(self, run, record: RunRecord, with_checkpoint: bool) -> None:
-        """The run's small files every time (they change while it trains); the checkpoint only when it changed."""
+        """The run's small files and ultralytics'/evaluations' files every time (they change while it trains);
+        the checkpoint only when it changed."""
         for path in record.artifacts:
             self.client.log_artifact(run.info.run_id, str(path))
+        for path, folder in record.extra_files:
+            self.client.log_artifact(run.info.run_id, str(path), folder)
         if not with_checkpoint:
             return
         sha = record.checkpoint_sha256()
         if run.data.tags.get(LOGGED_CHECKPOINT_TAG) != sha:
             self.client.log_artifact(run.info.run_id, str(record.checkpoint), CHECKPOINT_ARTIFACT_DIR)
             self.client.set_tag(run.info.run_id, LOGGED_CHECKPOINT_TAG, sha)
-
-    def _register(self, run, record: RunRecord, name: str) -> str:
-        """A model version of `name` for this run's checkpoint, tagged with the config hash (reused if present)."""
-        from mlflow.exceptions import MlflowException
-
-        sha = record.checkpoint_sha256()
-        try:
-            self.client.create_registered_model(name, description="street-scene checkpoints (best_model.pth)")
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        for version in self.client.search_model_versions(f"run_id='{run.info.run_id}'"):
-            if version.name == name and version.tags.get(TAG_PREFIX + "checkpoint_sha256") == sha:
-                return str(version.version)
-        keys = ("run_id", "config_hash", "task", "subtask")
-        tags = {TAG_PREFIX + k: record.tags[TAG_PREFIX + k] for k in keys if TAG_PREFIX + k in record.tags}
-        tags[TAG_PREFIX + "checkpoint_sha256"] = sha
-        version = self.client.create_model_version(
-            name, source=f"runs:/{run.info.run_id}/{CHECKPOINT_ARTIFACT_DIR}", run_id=run.info.run_id, tags=tags,
-            description=f"{record.checkpoint.name} of street-scene run {record.run_id}")
-        return str(version.version)
 
     def _set_status(self, run, record: RunRecord) -> None:
         status = _STATUS.get(record.status)
@@ -238,15 +242,44 @@ class MlflowTarget:
 
 def sync_mlflow(run: str, *, tracking_uri: Optional[str] = None, experiment: Optional[str] = None,
                 register_model: Optional[str] = None, log_checkpoint: bool = False,
-                timeout: float = 5.0) -> MlflowSyncResult:
+                timeout: float = 5.0, artifact_location: Optional[str] = None) -> MlflowSyncResult:
     """Sync one run (id or directory). Tracking URI / experiment default to the run's config `tracking.mlflow`,
-    then MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME, then MLflow's default / "street-scene"."""
+    then MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_NAME, then MLflow's default / "street-scene"; the artifact
+    location of a new experiment to $STREET_SCENE_MLFLOW_ARTIFACTS, else see experiment_artifact_location."""
     from src.tracking.common import load_run, tracking_settings
 
     record = load_run(run)
     settings, _ = tracking_settings(record.config)
-    target = MlflowTarget(tracking_uri or settings.tracking_uri, experiment or settings.experiment, timeout)
+    target = MlflowTarget(tracking_uri or settings.tracking_uri, experiment or settings.experiment, timeout,
+                          artifact_location)
     return target.sync(record, log_checkpoint=log_checkpoint, register_model=register_model)
+
+
+def experiment_artifact_location(root: Optional[str], tracking_uri: str, experiment: str) -> Optional[str]:
+    """Where a new experiment stores artifacts: `<root>/<experiment>`; without a root, beside a sqlite store
+    (`<db folder>/mlartifacts/<experiment>`, never MLflow's `./mlruns` of the current folder); for file stores
+    and servers, None (the store decides: its own folder, or the server's artifact root)."""
+    folder = _SAFE_DIR_CHARS.sub("_", experiment).strip("._") or "experiment"
+    if root:
+        if "://" in root:
+            return root.rstrip("/") + "/" + folder
+        return str(Path(root).expanduser().resolve() / folder)
+    if tracking_uri.startswith("sqlite:///"):
+        db = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+        if db and db != ":memory:":
+            return str(Path(db).expanduser().resolve().parent / SQLITE_ARTIFACTS_DIR / folder)
+    return None
+
+
+def _is_within(location: Optional[str], root: str) -> bool:
+    def plain(uri: str) -> str:
+        uri = uri[len("file://"):] if uri.startswith("file://") else uri
+        return uri.rstrip("/") if "://" in uri else str(Path(uri).expanduser().resolve())
+
+    if not location:
+        return False
+    location, root = plain(location), plain(root)
+    return location == root or location.startswith(root.rstrip("/") + "/")
 
 
 def _mlflow_system_tags(record: RunRecord) -> Dict[str, str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from src.common.errors import UserError
-from src.tracking.common import TAG_PREFIX, WANDB_MODES, RunRecord, TrackerUnavailable, short_error
+from src.tracking.common import TAG_PREFIX, WANDB_MODES, RunRecord, TrackerUnavailable, is_image, short_error
 
 _RESERVED = re.compile(r"[:;,#?/'\s]")  # characters W&B refuses in run ids
 _ARTIFACT_BAD = re.compile(r"[^A-Za-z0-9_.-]")
@@ -106,7 +106,10 @@ def close_run(run, record: RunRecord, *, log_checkpoint: bool = False) -> str:
                                metadata={"run_id": record.run_id})
         for path in record.artifacts:
             files.add_file(str(path), name=path.name)
+        for path, folder in record.extra_files:  # ultralytics' args.yaml, results.csv, plots; evaluations
+            files.add_file(str(path), name=f"{folder}/{path.name}")
         run.log_artifact(files)
+        log_images(wandb, run, record)
         if log_checkpoint:
             _log_checkpoint(wandb, run, record)
         location = run.settings.sync_dir if run.settings.mode == "offline" else run.url
@@ -114,6 +117,17 @@ def close_run(run, record: RunRecord, *, log_checkpoint: bool = False) -> str:
     except (wandb.Error, OSError) as exc:
         raise UserError(f"W&B sync of {record.run_id} failed: {short_error(exc)}") from None
     return str(location)
+
+
+def log_images(wandb, run, record: RunRecord) -> int:
+    """ultralytics' and evaluations' plots and prediction images as W&B images (`ultralytics/confusion_matrix`,
+    ...), at the last epoch's step: a later epoch synced into the same run still gets its own step."""
+    images = {f"{folder}/{path.stem}": wandb.Image(str(path)) for path, folder in record.extra_files
+              if is_image(path)}
+    if images:
+        last_epoch = max((row["epoch"] for row in record.history), default=0)
+        run.log(images, step=max(last_epoch, run.step))
+    return len(images)
 
 
 def require_checkpoint(record: RunRecord) -> str:
