@@ -387,3 +387,92 @@ def _wait_for(url: str, server: subprocess.Popen, log: Path, limit: float = 90.0
         except OSError:
             time.sleep(0.5)
     pytest.fail(f"mlflow server did not answer within {limit:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _retag(run_dir: Path, **fields) -> None:
+    meta = load_yaml(run_dir / "metadata.yaml")
+    meta.update(fields)
+    atomic_write_text(run_dir / "metadata.yaml", dump_yaml(meta))
+
+
+def test_a_model_of_another_task_is_refused_under_an_existing_name(env, capsys):
+    from src.cli.main import main
+
+    make_run(env.outputs)
+    name = f"vehicles-{env.experiment}"
+    argv = ["--tracking-uri", env.uri, "--experiment", env.experiment, "--register-model", name]
+    assert sync_cli("mlflow", RUN_ID, *argv) == 0
+    seg = make_run(env.outputs, "20240116_000000_road_scene")
+    _retag(seg, task="segmentation", subtask="road_scene_segmentation")
+    capsys.readouterr()
+    assert main(["sync", "mlflow", seg.name, *argv]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: MLflow model '{name}' holds detection models (vehicle_detection), not segmentation "
+                   f"(road_scene_segmentation) like run {seg.name}; register it under another --register-model name"]
+    assert [r.data.tags["street_scene.run_id"] for r in runs_of(env)] == [RUN_ID]  # nothing logged for it
+    assert len(env.client.search_model_versions(f"name='{name}'")) == 1
+    # a subtask of the same task is another model too
+    _retag(seg, task="detection", subtask="pedestrian_detection")
+    with pytest.raises(UserError, match=r"holds detection models \(vehicle_detection\), not detection "
+                                        r"\(pedestrian_detection\)"):
+        sync_cli("mlflow", seg.name, *argv)
+    assert len(runs_of(env)) == 1
+
+
+def test_versions_registered_outside_street_scene_are_not_mixed_with_ours(env):
+    make_run(env.outputs)
+    name = f"foreign-{env.experiment}"
+    env.client.create_registered_model(name)
+    env.client.create_model_version(name, source=str(env.root / "somewhere"))
+    with pytest.raises(UserError, match="was not registered by street-scene"):
+        sync_cli("mlflow", RUN_ID, "--tracking-uri", env.uri, "--experiment", env.experiment, "--register-model", name)
+    assert runs_of(env) == []
+
+
+def test_artifact_location_option_env_and_default_beside_the_database(env, tmp_path, monkeypatch):
+    from src.tracking.mlflow_sync import MlflowTarget
+
+    make_run(env.outputs)
+    # default: beside the sqlite database, not under the current folder (tmp_path here)
+    default = MlflowTarget(env.uri, env.experiment)
+    location = Path(env.client.get_experiment(default.experiment_id).artifact_location)
+    assert location == env.root / "mlartifacts" / env.experiment
+    # the option: <root>/<experiment>
+    assert sync_cli("mlflow", RUN_ID, "--tracking-uri", env.uri, "--experiment", f"{env.experiment}-opt",
+                    "--mlflow-artifact-location", tmp_path / "store") == 0
+    exp = env.client.get_experiment_by_name(f"{env.experiment}-opt")
+    assert Path(exp.artifact_location) == tmp_path / "store" / f"{env.experiment}-opt"
+    assert any((tmp_path / "store" / f"{env.experiment}-opt").rglob("config.yaml"))  # the files went there
+    # the environment variable, the same way
+    monkeypatch.setenv("STREET_SCENE_MLFLOW_ARTIFACTS", str(tmp_path / "env-store"))
+    target = MlflowTarget(env.uri, f"{env.experiment}-env")
+    assert Path(env.client.get_experiment(target.experiment_id).artifact_location).parent == tmp_path / "env-store"
+    # an existing experiment keeps its location: asking for another one is refused, in one line
+    with pytest.raises(UserError, match=r"stores its artifacts at .*, not under .*elsewhere") as info:
+        sync_cli("mlflow", RUN_ID, "--tracking-uri", env.uri, "--experiment", env.experiment,
+                 "--mlflow-artifact-location", tmp_path / "elsewhere")
+    assert "\n" not in str(info.value)
+
+
+def test_ultralytics_and_evaluation_files_are_uploaded_under_their_folders(env):
+    from PIL import Image
+
+    run_dir = make_run(env.outputs)
+    ultra = run_dir / "ultralytics"
+    (ultra / "weights").mkdir(parents=True)
+    atomic_write_text(ultra / "args.yaml", "epochs: 3\n")
+    atomic_write_text(ultra / "results.csv", "epoch,x\n1,2\n")
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(ultra / "confusion_matrix.png")
+    atomic_write_bytes(ultra / "weights" / "last.pt", b"pickled")  # never uploaded
+    evaluation = run_dir / "evaluations" / "20240115_150000_best_model"
+    evaluation.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (0, 255, 0)).save(evaluation / "val_batch0_pred.jpg")
+    atomic_write_text(run_dir / "evaluations" / "20240115_150000_best_model.json", "{}")
+    result = sync_cli("mlflow", RUN_ID, "--tracking-uri", env.uri, "--experiment", env.experiment)
+    assert result == 0
+    (run,) = runs_of(env)
+    listed = {a.path for folder in ("ultralytics", "evaluations", "evaluations/20240115_150000_best_model")
+              for a in env.client.list_artifacts(run.info.run_id, folder) if not a.is_dir}
+    assert listed == {"ultralytics/args.yaml", "ultralytics/results.csv", "ultralytics/confusion_matrix.png",
+                      "evaluations/20240115_150000_best_model.json",
+                      "evaluations/20240115_150000_best_model/val_batch0_pred.jpg"}

@@ -310,3 +310,34 @@ def test_sync_in_a_subprocess_leaves_a_complete_offline_run(env):
     assert folder.parent == env.wandb_dir
     run = read_offline_run(folder)
     assert history_of(run, "val/mAP50-95") == [(1, 0.1), (2, 0.2), (3, 0.25)] and run["exit_code"] == 0
+
+
+def test_ultralytics_plots_and_prediction_images_reach_wandb(env):
+    """As images (media files at the last epoch's step) and inside the run-files artifact, with args.yaml."""
+    from PIL import Image
+
+    run_dir = make_run(env.outputs)
+    ultra = run_dir / "ultralytics"
+    ultra.mkdir()
+    atomic_write_text(ultra / "args.yaml", "epochs: 3\n")
+    Image.new("RGB", (16, 8), (255, 0, 0)).save(ultra / "confusion_matrix.png")
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(ultra / "val_batch0_pred.jpg")
+    evaluation = run_dir / "evaluations" / "20240115_150000_best_model"
+    evaluation.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (0, 255, 0)).save(evaluation / "BoxPR_curve.png")
+    assert sync_cli("wandb", RUN_ID) == 0
+    (folder,) = offline_dirs(env)
+    run = read_offline_run(folder)
+    rows = [row for row in run["history"] if row["_step"] == 3]  # merged into the last epoch's row
+    images = {key.rsplit("/", 1)[0]: row for row in rows for key in row if key.endswith("/_type")}
+    assert set(images) == {"ultralytics/confusion_matrix", "ultralytics/val_batch0_pred",
+                           "evaluations/20240115_150000_best_model/BoxPR_curve"}
+    row = images["ultralytics/confusion_matrix"]
+    assert row["ultralytics/confusion_matrix/_type"] == "image-file"
+    assert (row["ultralytics/confusion_matrix/width"], row["ultralytics/confusion_matrix/height"]) == (16, 8)
+    media = folder / "files" / row["ultralytics/confusion_matrix/path"]
+    assert media.read_bytes() == (ultra / "confusion_matrix.png").read_bytes()
+    assert history_of(run, "val/mAP50-95") == [(1, 0.1), (2, 0.2), (3, 0.25)]  # the epochs are untouched
+    (files,) = run["artifacts"]
+    assert {"ultralytics/args.yaml", "ultralytics/confusion_matrix.png", "ultralytics/val_batch0_pred.jpg",
+            "evaluations/20240115_150000_best_model/BoxPR_curve.png"} <= {e.path for e in files.manifest.contents}
