@@ -476,3 +476,19 @@ def test_ultralytics_and_evaluation_files_are_uploaded_under_their_folders(env):
     assert listed == {"ultralytics/args.yaml", "ultralytics/results.csv", "ultralytics/confusion_matrix.png",
                       "evaluations/20240115_150000_best_model.json",
                       "evaluations/20240115_150000_best_model/val_batch0_pred.jpg"}
+
+
+def test_a_failed_registration_leaves_no_registered_model_behind(env, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    make_run(env.outputs)
+    name = f"broken-{env.experiment}"
+
+    def refuse(self, *args, **kwargs):
+        raise MlflowException("model registry is read-only")
+
+    monkeypatch.setattr(MlflowClient, "create_model_version", refuse)
+    with pytest.raises(UserError, match="model registry is read-only"):
+        sync_cli("mlflow", RUN_ID, "--tracking-uri", env.uri, "--experiment", env.experiment, "--register-model", name)
+    assert env.client.search_registered_models(f"name='{name}'") == []
