@@ -13,14 +13,16 @@ from src.common.checkpoint import load_checkpoint
 from src.common.curves import plot_curves
 from src.common.run_log import tee_output
 from src.common.run_dir import BEST_CHECKPOINT, METRICS_FILE, epoch_checkpoint_name, read_metrics_csv, write_metrics_csv
+from src.common.report import shown
 from src.pipelines.context import TrainContext
+from src.tasks.contract import PreparedData
 
 SPEC = {"architecture": "tiny", "in": 2}
 
 
 def _ctx(tmp_path, **kw):
     return TrainContext(config={"seed": 1}, config_hash="0123abcd", task="segmentation", subtask="road",
-                        seed=1, device="cpu", run_id="r", run_dir=tmp_path, data={},
+                        seed=1, device="cpu", run_id="r", run_dir=tmp_path, data=PreparedData(names=[], record={}),
                         metadata={"run_id": "r"}, **kw)
 
 
@@ -227,7 +229,8 @@ def test_finishing_a_failing_run_warns_about_a_write_error_instead_of_raising(tm
 
     monkeypatch.setattr("src.pipelines.context.save_checkpoint", fail)
     ctx.save_checkpoint(1, _state(), SPEC, {})
-    ctx.finish_checkpoints(raise_errors=False)
+    with shown():  # as under the CLI
+        ctx.finish_checkpoints(raise_errors=False)
     assert "a background write failed as well: OSError" in capsys.readouterr().err
 
 

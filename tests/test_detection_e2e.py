@@ -178,9 +178,9 @@ def test_all_three_spellings_resolve_to_the_same_images(data, monkeypatch, tmp_p
     seen = {}
     for kind, spec in _spellings(data).items():
         prepared = prepare_train(config, "vehicle_detection", str(spec), str(val), str(VEHICLE_YAML))
-        assert prepared["train"].kind == kind
-        seen[kind] = sorted(p.name for p in prepared["train"].images)
-        assert prepared["record"]["stats"]["train"]["images"] == 6
+        assert prepared.splits["train"].kind == kind
+        seen[kind] = sorted(p.name for p in prepared.splits["train"].images)
+        assert prepared.record["stats"]["train"]["images"] == 6
     assert seen["folder"] == seen["images_dir"] == seen["list"] and len(seen["folder"]) == 6
 
 
@@ -193,8 +193,8 @@ def test_txt_list_paths_are_relative_to_the_list_file(data, monkeypatch, tmp_pat
     assert (data / "lists" / "train.txt").read_text().startswith("../scenes/train/images/")
     prepared = prepare_train(ConfigManager(CONFIG).get_config(), "vehicle_detection", str(data / "lists" / "train.txt"),
                              str(data / "scenes" / "val"), str(VEHICLE_YAML))
-    assert prepared["record"]["stats"]["train"]["images"] == 6
-    assert prepared["metadata"]["dataset_fingerprints"]["train"]["files"] == 12  # 6 images + 6 labels
+    assert prepared.record["stats"]["train"]["images"] == 6
+    assert prepared.fingerprints["train"]["files"] == 12  # 6 images + 6 labels
 
 
 def test_evaluate_accepts_an_images_split_folder(repo_root_run, data):

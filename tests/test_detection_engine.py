@@ -65,11 +65,11 @@ def trained(offline, data_yaml, tmp_path_factory):
     from src.common.checkpoint import state_dict_sha256
 
     cwd, project = tmp_path_factory.mktemp("cwd"), tmp_path_factory.mktemp("project")
-    seen, hosts = [], []
+    seen, hosts, states = [], [], {}
     real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
 
     def on_epoch(record):
-        state = record.model_state()
+        state = states[record.epoch] = record.model_state()  # what a caller keeps (the task: checkpoints)
         dtypes = {str(v.dtype) for v in state.values() if v.is_floating_point()}
         seen.append((record.epoch, dict(record.metrics), state_dict_sha256(state), dtypes,
                      {v.device.type for v in state.values()}))
@@ -88,7 +88,8 @@ def trained(offline, data_yaml, tmp_path_factory):
         mp.setattr(socket.socket, "connect", connect)
         result = train_yolo(**{**TRAIN, "train_args": train_args(plots=True)},  # plots need the local font
                             data_yaml=data_yaml, project_dir=project, name="ul", on_epoch=on_epoch)
-    return dict(result=result, seen=seen, hosts=hosts, cwd=cwd, project=project)
+    return dict(result=result, seen=seen, hosts=hosts, cwd=cwd, project=project,
+                best_state=states[result.best_epoch])
 
 
 @pytest.mark.slow
@@ -274,11 +275,13 @@ def test_best_epoch_state_is_the_ema_ultralytics_saved_as_best(trained):
     values = [r.metrics["val/mAP50-95"] for r in result.epochs]
     assert result.best_epoch == values.index(max(values)) + 1
     assert result.best_metrics == result.epochs[result.best_epoch - 1].metrics
-    assert state_dict_sha256(result.model_state) == seen[result.best_epoch - 1][2]
+    best_state = trained["best_state"]
+    assert state_dict_sha256(best_state) == seen[result.best_epoch - 1][2]
     ckpt, _ = torch_safe_load(str(result.save_dir / "weights" / "best.pt"), safe_only=True)
     saved = ckpt["model"].state_dict()  # final_eval's strip_optimizer moved the fp16 EMA to "model"
-    assert saved.keys() == result.model_state.keys()
-    assert all(torch.equal(v.half() if v.is_floating_point() else v, saved[k]) for k, v in result.model_state.items())
+    assert saved.keys() == best_state.keys()
+    assert all(torch.equal(v.half() if v.is_floating_point() else v, saved[k]) for k, v in best_state.items())
+    assert not hasattr(result, "model_state")  # no copy of the weights held for nobody
 
 
 @pytest.mark.slow
@@ -292,12 +295,12 @@ def test_model_spec_is_plain_and_survives_weights_only_round_trip(trained, tmp_p
     spec = result.model_spec
     assert spec["architecture"] == "yolov8n.yaml" and spec["names"] == NAMES and spec["imgsz"] == 64
     path = tmp_path / "best_model.pth"
-    torch.save({"model_state": result.model_state, "model_spec": spec}, path)
+    torch.save({"model_state": trained["best_state"], "model_spec": spec}, path)
     loaded = torch.load(path, weights_only=True)
     assert loaded["model_spec"] == spec
     yolo = build_model(loaded["model_spec"], loaded["model_state"])
     assert type(yolo.model).__name__ == "DetectionModel" and yolo.model.names == {0: "car", 1: "person"}
-    assert state_dict_sha256(yolo.model.state_dict()) == state_dict_sha256(result.model_state)
+    assert state_dict_sha256(yolo.model.state_dict()) == state_dict_sha256(trained["best_state"])
     with torch.no_grad():
         out = yolo.model(torch.zeros(1, 3, 64, 64))
     assert out[0].shape[1] == 4 + len(NAMES)  # boxes + one score per class
@@ -308,7 +311,7 @@ def test_load_pretrained_reads_ultralytics_pt_without_pickle_and_refuses_junk(tr
     from src.tasks.detection.weights import load_pretrained
 
     module = load_pretrained(trained["result"].save_dir / "weights" / "best.pt")  # ultralytics' allow-list loader
-    assert module.state_dict().keys() == trained["result"].model_state.keys()
+    assert module.state_dict().keys() == trained["best_state"].keys()
     assert {str(v.dtype) for v in module.state_dict().values() if v.is_floating_point()} == {"torch.float32"}
     for name, data in (("junk.pth", b"not a checkpoint"), ("junk.pt", b"not a checkpoint"),
                        ("cut.pth", (trained["result"].save_dir / "weights" / "last.pt").read_bytes()[:5000])):
@@ -323,7 +326,7 @@ def test_evaluate_reproduces_best_epoch_validation(trained, data_yaml, tmp_path,
 
     monkeypatch.chdir(tmp_path)
     result = trained["result"]
-    found = evaluate_yolo(model_spec=result.model_spec, model_state=result.model_state, data_yaml=data_yaml,
+    found = evaluate_yolo(model_spec=result.model_spec, model_state=trained["best_state"], data_yaml=data_yaml,
                           split="val", imgsz=64, batch=2 * ARGS["batch"],  # the trainer validates at 2x batch
                           device="cpu", project_dir=tmp_path / "eval", name="test", plots=False)
     assert set(found) == {"metrics", "per_class", "details"}
@@ -344,7 +347,7 @@ def test_evaluate_refuses_other_classes_and_missing_split(trained, data_yaml, tm
     result = trained["result"]
     other = tmp_path / "other.yaml"
     other.write_text(data_yaml.read_text().replace("names: ['car', 'person']", "names: ['bus', 'person']"))
-    args = dict(model_spec=result.model_spec, model_state=result.model_state, imgsz=64, batch=4, device="cpu",
+    args = dict(model_spec=result.model_spec, model_state=trained["best_state"], imgsz=64, batch=4, device="cpu",
                 project_dir=tmp_path, name="e")
     with pytest.raises(UserError, match="differ from the classes"):
         evaluate_yolo(**args, data_yaml=other, split="val")
@@ -363,9 +366,10 @@ def test_same_seed_same_weights_in_another_process_and_other_seed_differs(traine
         from src.common.checkpoint import state_dict_sha256
         args = json.loads(sys.argv[3])
         for seed in (0, 1):
+            shas = {}
             r = train_yolo(**{**args, "seed": seed}, data_yaml=Path(sys.argv[2]), project_dir=Path(sys.argv[1]),
-                           name=f"s{seed}", on_epoch=lambda rec: None)
-            print("SHA", seed, state_dict_sha256(r.model_state))
+                           name=f"s{seed}", on_epoch=lambda rec: shas.update({rec.epoch: state_dict_sha256(rec.model_state())}))
+            print("SHA", seed, shas[r.best_epoch])
     """)
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(data_yaml), json.dumps(TRAIN)], cwd=tmp_path,
                           env=subprocess_env(), capture_output=True, text=True, timeout=300)
@@ -373,7 +377,7 @@ def test_same_seed_same_weights_in_another_process_and_other_seed_differs(traine
     shas = dict(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("SHA "))
     from src.common.checkpoint import state_dict_sha256
 
-    assert shas["0"] == state_dict_sha256(trained["result"].model_state)
+    assert shas["0"] == state_dict_sha256(trained["best_state"])
     assert shas["1"] != shas["0"]
 
 
@@ -384,16 +388,17 @@ def test_training_starts_from_local_pretrained_checkpoint(trained, data_yaml, tm
     from src.tasks.detection.engine import train_yolo
 
     monkeypatch.chdir(tmp_path)
-    pretrained = trained["result"].model_state
+    pretrained = trained["best_state"]
     path = tmp_path / "best_model.pth"
     torch.save({"model_state": pretrained, "model_spec": trained["result"].model_spec}, path)
     # lr0=0 and no warmup: conv weights cannot move, so they must still be the loaded ones (BN stats do move)
-    result = train_yolo(**{**TRAIN, "seed": 5, "weights": path,
-                           "train_args": train_args(epochs=1, lr0=0.0, warmup_epochs=0)},
-                        data_yaml=data_yaml, project_dir=tmp_path / "p", name="ft", on_epoch=lambda r: None)
+    states = {}
+    train_yolo(**{**TRAIN, "seed": 5, "weights": path, "train_args": train_args(epochs=1, lr0=0.0, warmup_epochs=0)},
+               data_yaml=data_yaml, project_dir=tmp_path / "p", name="ft",
+               on_epoch=lambda r: states.update({r.epoch: r.model_state()}))
     convs = [k for k in pretrained if k.endswith("conv.weight")]
     assert len(convs) > 50
-    assert all(torch.allclose(result.model_state[k], pretrained[k], rtol=1e-5, atol=1e-7) for k in convs)
+    assert all(torch.allclose(states[1][k], pretrained[k], rtol=1e-5, atol=1e-7) for k in convs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model.pth", "p"]
 
 

@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from src.common.config_manager import compute_config_hash
 from src.common.model_registry import ModelRegistry, build_entry
 from src.common.yaml_io import dump_yaml

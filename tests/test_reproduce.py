@@ -16,6 +16,7 @@ import pytest
 
 from src.cli.main import main
 from src.common.yaml_io import dump_yaml, load_yaml
+from src.common.report import shown
 from src.pipelines import reproduce_checks as checks
 from src.pipelines.compare import compare_runs, compare_traces, verdict
 from tests.helpers import run_script
@@ -219,8 +220,9 @@ def test_evaluation_reports_changed_test_data(original, isolated_env, capsys):
     run = copy_run(original, isolated_env / "runs" / "evaluated")
 
     def evaluate_once():
-        evaluate(EvalRequest(config_path=run / "config.yaml", task="detection", subtask="vehicle_detection",
-                             test_data=str(test), checkpoint_path=run / "best_model.pth", verify_config=True))
+        with shown():  # what `evaluate` shows on stdout
+            evaluate(EvalRequest(config_path=run / "config.yaml", task="detection", subtask="vehicle_detection",
+                                 test_data=str(test), checkpoint_path=run / "best_model.pth", verify_config=True))
         return capsys.readouterr().out
 
     assert "Test data" not in evaluate_once()  # nothing earlier to compare with ("matches": unit test below)

@@ -107,7 +107,9 @@ def test_checkpoints_use_the_shared_weights_only_format(base_run):
         assert set(REQUIRED_KEYS) <= set(ckpt) and ckpt["format_version"] == FORMAT_VERSION
         assert (ckpt["task"], ckpt["subtask"]) == ("segmentation", SUBTASK)
         assert ckpt["model_spec"] == {"architecture": "lraspp_mobilenet_v3_large", "names": NAMES,
-                                      "num_classes": 8, "ignore_index": 255}
+                                      "num_classes": 8, "ignore_index": 255,
+                                      "preprocessing": {"color": "RGB", "scale": 1 / 255,  # ImageNet's
+                                                        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
         assert ckpt["config_hash"] == meta["config_hash"]
         assert ckpt["config"] == load_yaml(base_run.dir / "config.yaml")
         assert ckpt["metadata"]["run_id"] == base_run.id

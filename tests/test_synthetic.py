@@ -13,6 +13,7 @@ from PIL import Image, ImageChops, ImageDraw
 from src.cli import dataset_cmd
 from src.common.errors import UserError
 from src.common.yaml_io import load_yaml
+from src.common.report import shown
 from src.data import scene, shapes, synthetic
 from src.data.data_yaml import class_names as class_names_of
 from src.data.detection_data import resolve_split, validate_split
@@ -185,7 +186,8 @@ def test_stale_build_folders_of_dead_processes_are_removed_live_ones_kept(tmp_pa
     link = tmp_path / f".lnk.partial-{dead}@{host}-aaaaaaaa"
     link.symlink_to(outside)
 
-    synthetic.make_detection_dataset("vehicle_detection", tmp_path / "new", 2, 1, 0, seed=0, image_size=64)
+    with shown():  # as `street-scene make-dataset` shows the library's notes
+        synthetic.make_detection_dataset("vehicle_detection", tmp_path / "new", 2, 1, 0, seed=0, image_size=64)
     assert not folders["dead"].exists()
     assert all(folder.is_dir() for kind, folder in folders.items() if kind != "dead")
     assert link.is_symlink() and (outside / "precious.txt").read_text() == "user data"

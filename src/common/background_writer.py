@@ -6,9 +6,10 @@ and means a failed write is reported no later than the next submit. `wait()` mus
 relies on the files (e.g. hashing a checkpoint for the registry); it re-raises the job's exception.
 """
 
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Optional
+
+from src.common.report import warn
 
 
 class BackgroundWriter:
@@ -41,7 +42,7 @@ class BackgroundWriter:
         except Exception as exc:  # noqa: BLE001 - re-raised unless secondary to a failure being handled
             if raise_errors:
                 raise
-            print(f"warning: a background write failed as well: {type(exc).__name__}: {exc}", file=sys.stderr)
+            warn(f"warning: a background write failed as well: {type(exc).__name__}: {exc}")
         finally:
             executor, self._executor = self._executor, None
             if executor is not None:  # also joins a job still running when wait() was interrupted

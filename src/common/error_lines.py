@@ -22,12 +22,15 @@ _OS_HINTS = {
 
 
 def run_command(run, args) -> int:
-    """Run a command function; bad input and refused file operations become one line on stderr and exit 2."""
+    """Run a command function; bad input and refused file operations become one line on stderr and exit 2.
+    The library's notes are shown on stdout, or on stderr when the command prints JSON there (`--json`)."""
     from src.common.errors import RunInterrupted, UserError
+    from src.common.report import shown
 
     debug = os.environ.get(DEBUG_ENV) == "1"
     try:
-        return int(run(args) or 0)
+        with shown("stderr" if getattr(args, "json", False) else "stdout"):
+            return int(run(args) or 0)
     except UserError as exc:
         return _fail(f"error: {exc}", exc.exit_code, debug)
     except OSError as exc:  # disk full, read-only, a file where a folder should be: the user can fix these

@@ -147,7 +147,8 @@ def compare_traces(a: Dict[int, dict], b: Dict[int, dict], rtol: float = 0.0, at
     differences = [{"epoch": e, "key": k, "a": a[e].get(k), "b": b[e].get(k),
                     "within_tolerance": close(a[e].get(k), b[e].get(k), rtol, atol)}
                    for e in sorted(set(a) & set(b)) for k in shared if not same_value(a[e].get(k), b[e].get(k))]
-    return {"epochs_a": len(a), "epochs_b": len(b), "only_a": sorted(set(a) - set(b)), "only_b": sorted(set(b) - set(a)),
+    return {"epochs_a": len(a), "epochs_b": len(b),
+            "only_a": sorted(set(a) - set(b)), "only_b": sorted(set(b) - set(a)),
             "columns_only_a": sorted(cols_a - cols_b), "columns_only_b": sorted(cols_b - cols_a),
             "differences": differences}
 

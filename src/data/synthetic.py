@@ -12,12 +12,12 @@ import re
 import secrets
 import shutil
 import socket
-import sys
 import zlib
 from pathlib import Path
 
 from src.common.atomic import atomic_write_text, atomic_write_with
 from src.common.errors import UserError
+from src.common.report import warn
 from src.data import scene, shapes
 
 GENERATOR_VERSION = 1
@@ -286,8 +286,8 @@ def _build_into(out_dir, build) -> dict:
     _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale, pid in remove_stale_partials(out.parent):
-        print(f"note: removed {stale}, a partial dataset left by make-dataset process {pid}, which is no longer "
-              "running", file=sys.stderr)
+        warn(f"note: removed {stale}, a partial dataset left by make-dataset process {pid}, which is no longer "
+             "running")
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}@{_host()}-{secrets.token_hex(4)}"
     tmp.mkdir()  # plain mkdir (not mkdtemp) so the dataset gets the user's usual permissions
     try:

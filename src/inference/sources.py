@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 from src.common.errors import UserError
+from src.common.image_files import PILLOW_IMAGE_SUFFIXES, is_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_SHOWN = ", ".join(f".{s}" for s in sorted(PILLOW_IMAGE_SUFFIXES))  # for messages
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
 
 
@@ -26,19 +27,19 @@ def resolve_source(spec) -> Source:
     if not path.exists():
         raise UserError(f"source not found: {spec}; give an image, a folder of images, a .txt list or a video")
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in path.iterdir() if p.is_file() and is_image(p, PILLOW_IMAGE_SUFFIXES))
         if not images:
-            raise UserError(f"source folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise UserError(f"source folder {path} holds no images ({_SHOWN})")
         return Source("folder", path, tuple(images))
     suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
+    if is_image(path, PILLOW_IMAGE_SUFFIXES):
         return Source("image", path, (path,))
     if suffix in VIDEO_SUFFIXES:
         return Source("video", path, (path,))
     if suffix == ".txt":
         return Source("list", path, tuple(_list_items(path)))
     raise UserError(f"source {path} has an unknown format {suffix or '(no suffix)'}; use an image "
-                    f"({', '.join(IMAGE_SUFFIXES)}), a folder, a .txt list or a video ({', '.join(VIDEO_SUFFIXES)})")
+                    f"({_SHOWN}), a folder, a .txt list or a video ({', '.join(VIDEO_SUFFIXES)})")
 
 
 def _list_items(txt: Path) -> List[Path]:
@@ -56,8 +57,8 @@ def _list_items(txt: Path) -> List[Path]:
         item = item if item.is_absolute() else txt.parent / item
         if not item.is_file():
             raise UserError(f"{txt} line {number}: image {line} not found")
-        if item.suffix.lower() not in IMAGE_SUFFIXES:
-            raise UserError(f"{txt} line {number}: {line} is not an image ({', '.join(IMAGE_SUFFIXES)})")
+        if not is_image(item, PILLOW_IMAGE_SUFFIXES):
+            raise UserError(f"{txt} line {number}: {line} is not an image ({_SHOWN})")
         items.append(item)
     if not items:
         raise UserError(f"image list {txt} names no images")

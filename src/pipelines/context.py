@@ -20,6 +20,7 @@ from src.common.metadata import now_iso, update_metadata
 
 from src.common.run_dir import (BEST_CHECKPOINT, METADATA_FILE, METRICS_FILE, epoch_checkpoint_name,
                                 epoch_of_checkpoint, write_metrics_csv)
+from src.tasks.contract import PreparedData
 
 
 @dataclass
@@ -32,7 +33,7 @@ class TrainContext:
     device: str
     run_id: str
     run_dir: Path
-    data: Dict[str, Any]
+    data: PreparedData
     metadata: Dict[str, Any]
     save_every: int = 1
     keep_last: int = 0
@@ -41,9 +42,6 @@ class TrainContext:
     epoch_hooks: List[Callable[[int, Dict[str, Any]], None]] = field(default_factory=list)
     history: List[Dict[str, Any]] = field(default_factory=list)
     is_main: bool = True
-    # Facts only known during training (e.g. determinism settings the library applied); merged into
-    # metadata.yaml when the run completes.
-    metadata_updates: Dict[str, Any] = field(default_factory=dict)
     # A training-curves PNG the task's library already drew from the same per-epoch metrics (ultralytics'
     # results.png): the run uses a copy of it instead of drawing the same curves a second time.
     curves_image: Optional[Path] = None
@@ -126,7 +124,7 @@ class EvalContext:
     device: str
     checkpoint: Dict[str, Any]
     checkpoint_path: Path
-    data: Dict[str, Any]
+    data: PreparedData
     output_dir: Path
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from src.common.errors import UserError
+from src.common.report import note
 from src.pipelines.compare import BIT_EXACT, DIVERGED, compare_runs
 
 LABELS = {BIT_EXACT: "bitwise", "within tolerance": "within tolerance", DIVERGED: "nondeterministic"}
@@ -91,8 +92,7 @@ def _train_in_subprocess(request: DeterminismRequest, tmp: Path, index: int) -> 
                STREET_SCENE_REGISTRY=str(tmp / "registry" / "model_registry.json"))
     code_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (code_root, env.get("PYTHONPATH")) if p)
-    print(f"check-determinism: training run {index} of {_RUNS} ({request.epochs} epoch(s)) in a new process ...",
-          flush=True)
+    note(f"check-determinism: training run {index} of {_RUNS} ({request.epochs} epoch(s)) in a new process ...")
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.run([sys.executable, "-m", __name__, json.dumps(asdict(request))], env=env,
                               stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -4,7 +4,6 @@ import json
 import math
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,8 +15,10 @@ from src.common.checkpoint import load_checkpoint
 from src.common.config_manager import ConfigManager
 from src.common.dictdiff import format_changes
 from src.common.errors import UserError
+from src.common.report import note, warn
 from src.pipelines.context import EvalContext
 from src.pipelines.job import open_job, resolve_device
+from src.tasks.contract import EvalOutcome, PreparedData
 
 
 class ConfigMismatchError(UserError):
@@ -55,31 +56,30 @@ def evaluate(request: EvalRequest) -> Dict[str, Any]:
     job = open_job(request.config_path, request.task, request.subtask, request.overrides, request.seed)
     cm, config, task_module, subtask = job.cm, job.config, job.task_module, job.subtask
     if request.allow_legacy:
-        if not getattr(task_module, "ACCEPTS_LEGACY_CHECKPOINTS", False):  # refuse before anything is unpickled
+        if not task_module.ACCEPTS_LEGACY_CHECKPOINTS:  # refuse before anything is unpickled
             raise UserError(f"--allow-legacy-checkpoint is not supported for --task {request.task}: only street-scene "
                             "checkpoints can be evaluated; drop the flag")
         task_module.before_legacy_load()  # unpickling imports the library that wrote the file
     ckpt = load_checkpoint(Path(request.checkpoint_path), allow_legacy=request.allow_legacy)
     if ckpt.get("legacy"):
-        print(f"warning: {request.checkpoint_path} is a legacy checkpoint: config verification skipped",
-              file=sys.stderr)
+        warn(f"warning: {request.checkpoint_path} is a legacy checkpoint: config verification skipped")
     else:
         _check_checkpoint_matches(ckpt, request.task, subtask, request.checkpoint_path)
         if request.verify_config:
             lines = config_mismatch_lines(cm, ckpt)
             for line in lines:
-                print(line)
+                note(line)
             if lines and request.strict:
                 raise ConfigMismatchError(f"config hash mismatch for {request.checkpoint_path} (--strict); "
                                           f"evaluate with --config <run dir>/config.yaml")
             if not lines:
-                print(f"Config hash verified: {ckpt['config_hash']}")
+                note(f"Config hash verified: {ckpt['config_hash']}")
     data = task_module.prepare_eval(config, subtask, request.test_data, request.data_yaml, ckpt)
     ckpt_path = Path(request.checkpoint_path).resolve()
     fingerprints = test_data_fingerprints(data) if request.save_results or request.verify_config else None
     if request.verify_config:
         for line in previous_test_data_lines(ckpt_path, fingerprints):
-            print(line)
+            note(line)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S_%f")
     out_dir = _evaluations_dir(ckpt_path) / f"{stamp}_{ckpt_path.stem}"
     temporary = out_dir.parent.parent != ckpt_path.parent
@@ -106,12 +106,12 @@ def _evaluations_dir(ckpt_path: Path) -> Path:
             pass
         return folder
     except OSError as exc:
-        print(f"warning: cannot write {folder} ({exc.strerror}); evaluation results will not be saved beside the "
-              "checkpoint", file=sys.stderr)
+        warn(f"warning: cannot write {folder} ({exc.strerror}); evaluation results will not be saved beside the "
+             "checkpoint")
         return Path(tempfile.mkdtemp(prefix="street-scene-eval-")) / "evaluations"
 
 
-def evaluation_result(request: EvalRequest, subtask: str, ckpt: Dict[str, Any], found: Dict[str, Any]
+def evaluation_result(request: EvalRequest, subtask: str, ckpt: Dict[str, Any], found: EvalOutcome
                       ) -> Dict[str, Any]:
     """The one shape every task's evaluation has: what was evaluated, then `metrics` (`test/<name>`),
     `per_class` ({class: {`test/<name>`: value}}) and `details`. NaN (a class absent from the test set) is null."""
@@ -120,9 +120,9 @@ def evaluation_result(request: EvalRequest, subtask: str, ckpt: Dict[str, Any], 
         "run_id": (ckpt.get("metadata") or {}).get("run_id"),
         "checkpoint": str(Path(request.checkpoint_path).resolve()),
         "checkpoint_config_hash": ckpt.get("config_hash"),
-        "metrics": _finite_or_none(found["metrics"]),
-        "per_class": _finite_or_none(found.get("per_class") or {}),
-        "details": _finite_or_none(found.get("details") or {}),
+        "metrics": _finite_or_none(found.metrics),
+        "per_class": _finite_or_none(found.per_class),
+        "details": _finite_or_none(found.details),
     }
 
 
@@ -137,12 +137,12 @@ def _finite_or_none(value: Any) -> Any:
 _RESULT_NAME = re.compile(r"^\d{8}_\d{6}_\d{6}_(.+)\.json$")  # <stamp>_<checkpoint stem>.json, see evaluate()
 
 
-def test_data_fingerprints(data: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def test_data_fingerprints(data: PreparedData) -> Optional[Dict[str, Any]]:
     """{"test": fingerprint} of the split prepare_eval resolved (its `record["test"]` path), None without one."""
     from src.common.fingerprint import fingerprint_splits
 
-    path = (data.get("record") or {}).get("test")
-    return fingerprint_splits({"test": path}, data.get("names")) if path else None
+    path = data.record.get("test")
+    return fingerprint_splits({"test": path}, data.names) if path else None
 
 
 def previous_test_data_lines(ckpt_path: Path, fingerprints: Optional[Dict[str, Any]]) -> List[str]:
@@ -188,12 +188,12 @@ def _check_checkpoint_matches(ckpt: Dict[str, Any], task: str, subtask: str, pat
                         f"{subtask}; pass --{task}-task {ckpt['subtask']}")
 
 
-def _save_results(path: Path, result: Dict[str, Any], data: Dict[str, Any],
+def _save_results(path: Path, result: Dict[str, Any], data: PreparedData,
                   fingerprints: Optional[Dict[str, Any]] = None) -> None:
-    record = {**result, "test_data": data.get("record", {}), "test_data_fingerprints": fingerprints,
+    record = {**result, "test_data": data.record, "test_data_fingerprints": fingerprints,
               "evaluated_at": datetime.now().isoformat(timespec="seconds")}
     try:
         path.parent.mkdir(exist_ok=True)  # <checkpoint dir>/evaluations/; atomic writes never create folders
         atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")  # class-id order kept
     except OSError as exc:  # a read-only model store must not make evaluation fail
-        print(f"warning: could not save evaluation results to {path}: {exc.strerror}", file=sys.stderr)
+        warn(f"warning: could not save evaluation results to {path}: {exc.strerror}")

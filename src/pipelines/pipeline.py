@@ -3,6 +3,8 @@
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
+from src.common.report import with_notes_shown
+
 
 class StreetScenePipeline:
     """`StreetScenePipeline(config_path, 'detection', detection_task='vehicle_detection')`, or generically
@@ -31,6 +33,7 @@ class StreetScenePipeline:
         self.overrides = list(overrides)
         self.seed = seed
 
+    @with_notes_shown
     def train(self, train_data_path, val_data_path, data_yaml=None, run_name: Optional[str] = None
               ) -> Dict[str, Any]:
         """Train and register; returns run_id, run_dir, checkpoint_path and the final metrics."""
@@ -44,6 +47,7 @@ class StreetScenePipeline:
         return {"run_id": result.run_id, "run_dir": str(result.run_dir),
                 "checkpoint_path": str(result.checkpoint_path), "metrics": result.metrics}
 
+    @with_notes_shown
     def evaluate(self, test_data_path, checkpoint_path, data_yaml=None, verify_config: bool = False,
                  strict: bool = False) -> Dict[str, Any]:
         """Evaluate a checkpoint; without data_yaml the class names come from the checkpoint."""
@@ -55,6 +59,7 @@ class StreetScenePipeline:
             verify_config=verify_config, strict=strict,
         ))
 
+    @with_notes_shown
     def leaderboard(self, test_data_path, data_yaml=None, metric: Optional[str] = None, top: Optional[int] = None,
                     registry_path=None, progress: bool = False) -> Dict[str, Any]:
         """The user guide's batch evaluation in one call: every registered run of this pipeline's subtask evaluated
@@ -70,6 +75,7 @@ class StreetScenePipeline:
             registry_path=Path(registry_path) if registry_path is not None else None, progress=progress,
         ))
 
+    @with_notes_shown
     def predict(self, source, checkpoint, out=None, conf: Optional[float] = None, iou: Optional[float] = None,
                 imgsz: Optional[int] = None, save_images: bool = False, force: bool = False) -> list:
         """Predict with a checkpoint, run id or exported .onnx of this pipeline's task (another task's model is

@@ -19,6 +19,7 @@ from src.common.errors import UserError
 from src.pipelines import reproduce_checks as checks
 from src.pipelines.compare import DIVERGED, compare_runs, format_comparison, read_trace
 from src.common.run_dir import BEST_CHECKPOINT, CONFIG_FILE, epoch_checkpoint_name
+from src.common.report import note
 
 REPORT_FILE = "reproduce.json"
 NAME_SUFFIX = "-repro"
@@ -60,7 +61,7 @@ def reproduce(request: ReproduceRequest) -> Dict[str, Any]:
     _check_tolerances(request.rtol, request.atol)
     original = load_original(request.run, request.epochs)
     plan = preflight(original, request.overrides)
-    print("\n".join(format_checks(original, plan)))
+    note("\n".join(format_checks(original, plan)))
     refuse_unless_allowed(original, plan["differences"], request)
     meta = original.meta
     result = train(TrainRequest(
@@ -139,7 +140,7 @@ def preflight(original: _Original, overrides: Sequence[str]) -> Dict[str, Any]:
     device = resolve_device(job.config["device"])
     train, val, data_yaml = checks.data_paths(meta, original.ref)
     prepared = job.task_module.prepare_train(job.config, job.subtask, train, val, data_yaml, device)
-    fingerprints = (prepared.get("metadata") or {}).get("dataset_fingerprints")
+    fingerprints = prepared.fingerprints
     code, notes = checks.current_code(run_dir, meta)
     differences = {"code": code, "data": checks.data_differences(meta, fingerprints),
                    "config": checks.config_differences(cm, original.trained_config),

@@ -9,9 +9,10 @@ from src.common.config_manager import ConfigManager
 from src.common.dictdiff import format_changes
 from src.common.errors import UserError
 from src.common.metadata import now_iso, read_metadata, write_metadata
-from src.common.run_dir import resolve_run
+from src.common.report import note
 from src.common.run_dir import (BEST_CHECKPOINT, METADATA_FILE, METRICS_FILE, epoch_checkpoint_name,
-                                epoch_of_checkpoint, read_metrics_csv)
+                                epoch_of_checkpoint, read_metrics_csv, resolve_run)
+from src.tasks.contract import PreparedData
 
 
 def find_resume_checkpoint(ref: str) -> Path:
@@ -28,7 +29,7 @@ def find_resume_checkpoint(ref: str) -> Path:
 
 def load_resume(ref: str, cm: ConfigManager, task_module, task: str, subtask: str) -> Tuple[Dict[str, Any], Path]:
     """(checkpoint, run dir) to continue; refuses anything that would not continue the same run."""
-    if not hasattr(task_module, "RESUME_SAFE_KEYS"):
+    if not task_module.SUPPORTS_RESUME:
         raise UserError(f"--resume is not supported for --task {task}; start a new run instead")
     ckpt_path = find_resume_checkpoint(ref)
     ckpt = load_checkpoint(ckpt_path)
@@ -54,8 +55,8 @@ def load_resume(ref: str, cm: ConfigManager, task_module, task: str, subtask: st
         raise UserError(f"cannot resume {run_dir.name}: the config differs in "
                         f"{'; '.join(format_changes(unsafe))} (only {', '.join(task_module.RESUME_SAFE_KEYS)} "
                         f"may change); resume with --config {run_dir / 'config.yaml'}")
-    total = task_module.total_epochs(cm.get_config()) if hasattr(task_module, "total_epochs") else None
-    if total is not None and ckpt["epoch"] >= total:
+    total = task_module.total_epochs(cm.get_config())
+    if ckpt["epoch"] >= total:
         raise UserError(f"run {run_dir.name} already trained all {total} epochs ({ckpt_path.name}); nothing to "
                         f"resume: if it died before registering, run `street-scene runs finalize {run_dir.name}`; "
                         "to train longer, start a new run")
@@ -88,12 +89,12 @@ def best_to_restore(run_dir: Path, ckpt: Dict[str, Any]) -> Optional[Dict[str, A
     return {k: v for k, v in source.items() if k != "train_state"}
 
 
-def check_same_data(run_dir: Path, data: Dict[str, Any]) -> None:
+def check_same_data(run_dir: Path, data: PreparedData) -> None:
     """Refuse to continue a run on data other than what its first epochs saw."""
     from src.common.fingerprint import compare_split_fingerprints
 
     recorded = read_metadata(run_dir).get("dataset_fingerprints")
-    current = (data.get("metadata") or {}).get("dataset_fingerprints")
+    current = data.fingerprints
     if recorded and current:
         changes = compare_split_fingerprints(recorded, current)
         if changes:
@@ -117,7 +118,7 @@ def reopen_run(run_dir: Path, ckpt: Dict[str, Any], cm: ConfigManager, command: 
     best = best_to_restore(run_dir, ckpt)
     if best is not None:
         save_checkpoint(run_dir / BEST_CHECKPOINT, best)
-        print(f"Restored {BEST_CHECKPOINT} (epoch {best['epoch']}), which the interrupted run had not written")
+        note(f"Restored {BEST_CHECKPOINT} (epoch {best['epoch']}), which the interrupted run had not written")
     meta = read_metadata(run_dir)
     changed = [c[0] for c in cm.diff(ckpt["config"])]
     resumes: List[Dict[str, Any]] = list(meta.get("resumes") or [])

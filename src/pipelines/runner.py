@@ -15,13 +15,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from src.common.atomic import atomic_write_text
 from src.common.checkpoint import file_sha256
 from src.common.errors import RunFailedError, RunInterrupted, UserError
-from src.common.metadata import (METADATA_FILE, collect_metadata, environment_lines, now_iso, read_metadata,
-                                 update_metadata, write_metadata)
+from src.common.metadata import (collect_metadata, environment_lines, now_iso, read_metadata, update_metadata,
+                                 write_metadata)
 from src.common.model_registry import REGISTRY_ENV
-from src.common.run_dir import OUTPUT_DIR_ENV, output_root, validate_run_name
+from src.common.report import note
+from src.common.run_dir import (BEST_CHECKPOINT, CURVES_FILE, ENVIRONMENT_FILE, GIT_DIFF_FILE, LOG_FILE, METADATA_FILE,
+                                METRICS_FILE, OUTPUT_DIR_ENV, output_root, read_metrics_csv, validate_run_name)
 from src.common.writable import check_writable
-from src.common.run_dir import (BEST_CHECKPOINT, CURVES_FILE, ENVIRONMENT_FILE, GIT_DIFF_FILE, LOG_FILE, METRICS_FILE,
-                                read_metrics_csv)
 from src.pipelines.context import TrainContext
 from src.pipelines.job import Job, open_job, resolve_device
 
@@ -175,7 +175,7 @@ def _train_in_run_dir(plan: _Plan, run_id: str, run_dir: Path) -> TrainResult:
 
             ctx.history = history_until(run_dir, plan.resume[0]["epoch"])
         with (tee_output(run_dir / LOG_FILE) if main else contextlib.nullcontext()):
-            metrics = plan.job.task_module.train(ctx)
+            outcome = plan.job.task_module.train(ctx)
             ctx.finish_checkpoints()  # every checkpoint on disk before checks, hashes and the registry
             if main:
                 _finish_artifacts(run_dir)
@@ -189,16 +189,16 @@ def _train_in_run_dir(plan: _Plan, run_id: str, run_dir: Path) -> TrainResult:
         raise
     best = run_dir / BEST_CHECKPOINT
     if main:
-        update_metadata(run_dir, status="completed", finished_at=now_iso(), **ctx.metadata_updates,
+        update_metadata(run_dir, status="completed", finished_at=now_iso(), **outcome.metadata,
                         result={"checkpoint": BEST_CHECKPOINT, "checkpoint_sha256": file_sha256(best),
-                                "metrics": metrics})
+                                "metrics": outcome.metrics})
         if live is not None:
             live.finish()
         register_completed(plan.registry, run_dir)
         with tee_output(run_dir / LOG_FILE):
-            print(f"Training completed. Results saved to {display_path(run_dir)}")
-            print(f"Run ID: {run_id}")
-    return TrainResult(run_id=run_id, run_dir=run_dir, metrics=metrics, checkpoint_path=best)
+            note(f"Training completed. Results saved to {display_path(run_dir)}")
+            note(f"Run ID: {run_id}")
+    return TrainResult(run_id=run_id, run_dir=run_dir, metrics=outcome.metrics, checkpoint_path=best)
 
 
 def register_completed(registry, run_dir: Path) -> None:
@@ -234,9 +234,10 @@ def _start_run(run_dir: Path, run_id: str, plan: _Plan) -> Dict[str, Any]:
         "task": request.task, "subtask": subtask, "config_hash": cm.get_config_hash(),
         "config_sha256": cm.get_config_sha256(), "config_source": str(Path(request.config_path).resolve()),
         "seed": cm.seed, "seed_source": cm.seed_source, "started_at": now_iso(), "finished_at": None,
-        "data": data.get("record", {}), **env_meta,
+        "data": data.record, **env_meta,
     }
-    metadata.update(data.get("metadata", {}))
+    if data.fingerprints is not None:
+        metadata["dataset_fingerprints"] = data.fingerprints
     metadata.update(request.extra_metadata)
     if request.stop_after_epoch is not None:
         metadata["stop_after_epoch"] = request.stop_after_epoch

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from src.common.atomic import atomic_write_text
 from src.common.errors import UserError
+from src.common.report import warn
 from src.reporting.run_files import EVALUATIONS_DIR, read_json, read_yaml
 
 CACHE_VERSION = 1
@@ -170,7 +171,7 @@ def _evaluate(run: _Run, request: LeaderboardRequest, fingerprint: Dict[str, Any
         run.cache_path.parent.mkdir(exist_ok=True)
         atomic_write_text(run.cache_path, json.dumps(record, indent=2, default=str) + "\n")
     except OSError as exc:  # a read-only model store: the result is shown, just not cached
-        print(f"warning: could not cache the result in {run.cache_path}: {exc.strerror}", file=sys.stderr)
+        warn(f"warning: could not cache the result in {run.cache_path}: {exc.strerror}")
 
 
 def _metric_and_mode(request: LeaderboardRequest, runs: List[_Run]):

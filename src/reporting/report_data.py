@@ -10,7 +10,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from src.common.dictdiff import MISSING, diff_dicts
 from src.reporting.run_files import evaluation_files, read_curves, read_exports, read_json, read_yaml

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from src.common.dictdiff import flatten
 from src.common.errors import UserError
+from src.common.image_files import PILLOW_IMAGE_SUFFIXES, is_image
 
 TAG_PREFIX = "street_scene."
 # The run's own files a tracker gets (the checkpoint only on request: it can be large).
@@ -21,7 +22,6 @@ ARTIFACT_FILES = ("config.yaml", "metadata.yaml", "overrides.yaml", "git.diff", 
 # What ultralytics and evaluations wrote inside the run dir (args.yaml, results.csv, confusion matrices, PR curves,
 # results.png, label and prediction mosaics): uploaded under the same folder names.
 ULTRALYTICS_FILES = ("args.yaml", "results.csv")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_PROJECT = "street-scene"  # MLflow experiment / W&B project when nothing else names one
 WANDB_MODES = ("offline", "online")
 
@@ -111,7 +111,7 @@ def run_extra_files(run_dir: Path) -> List[Tuple[Path, str]]:
     ultra = run_dir / "ultralytics"
     if ultra.is_dir():
         out += [(p, "ultralytics") for p in sorted(ultra.iterdir())
-                if p.is_file() and (p.name in ULTRALYTICS_FILES or p.suffix.lower() in IMAGE_SUFFIXES)]
+                if p.is_file() and (p.name in ULTRALYTICS_FILES or is_image(p, PILLOW_IMAGE_SUFFIXES))]
     evaluations = run_dir / "evaluations"
     if evaluations.is_dir():
         for entry in sorted(evaluations.iterdir()):
@@ -119,12 +119,8 @@ def run_extra_files(run_dir: Path) -> List[Tuple[Path, str]]:
                 out.append((entry, "evaluations"))
             elif entry.is_dir():
                 out += [(p, f"evaluations/{entry.name}") for p in sorted(entry.iterdir())
-                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+                        if p.is_file() and is_image(p, PILLOW_IMAGE_SUFFIXES)]
     return out
-
-
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def config_params(config: Dict[str, Any]) -> Dict[str, str]:

@@ -11,11 +11,11 @@ the run, and the run can be synced afterwards with `street-scene sync mlflow|wan
 """
 
 import importlib.util
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from src.common.errors import UserError
+from src.common.report import warn
 from src.tracking.common import MlflowSettings, WandbSettings, load_run, short_error, tracking_settings
 
 LIVE_TIMEOUT_S = 10.0  # per MLflow request during training: a dead server costs seconds once, not minutes
@@ -137,5 +137,5 @@ def start_live_tracking(config: Dict[str, Any], run_dir: Path, run_id: str, *, m
 
 
 def _warn(name: str, command: str, run_id: str, when: str, exc: BaseException) -> None:
-    print(f"warning: {name} tracking failed at {when} ({short_error(exc)}); training goes on without it. "
-          f"Sync the run afterwards: street-scene sync {command} {run_id}", file=sys.stderr, flush=True)
+    warn(f"warning: {name} tracking failed at {when} ({short_error(exc)}); training goes on without it. "
+         f"Sync the run afterwards: street-scene sync {command} {run_id}")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from src.common.errors import UserError
-from src.tracking.common import TAG_PREFIX, WANDB_MODES, RunRecord, TrackerUnavailable, is_image, short_error
+from src.common.image_files import PILLOW_IMAGE_SUFFIXES, is_image
+from src.tracking.common import TAG_PREFIX, WANDB_MODES, RunRecord, TrackerUnavailable, short_error
 
 _RESERVED = re.compile(r"[:;,#?/'\s]")  # characters W&B refuses in run ids
 _ARTIFACT_BAD = re.compile(r"[^A-Za-z0-9_.-]")
@@ -123,7 +124,7 @@ def log_images(wandb, run, record: RunRecord) -> int:
     """ultralytics' and evaluations' plots and prediction images as W&B images (`ultralytics/confusion_matrix`,
     ...), at the last epoch's step: a later epoch synced into the same run still gets its own step."""
     images = {f"{folder}/{path.stem}": wandb.Image(str(path)) for path, folder in record.extra_files
-              if is_image(path)}
+              if is_image(path, PILLOW_IMAGE_SUFFIXES)}
     if images:
         last_epoch = max((row["epoch"] for row in record.history), default=0)
         run.log(images, step=max(last_epoch, run.step))

@@ -9,11 +9,11 @@ import errno
 import os
 import secrets
 import shutil
-import sys
 from pathlib import Path
 
 from src.common.atomic import atomic_write_with
 from src.common.errors import UserError
+from src.common.report import warn
 
 # Link failures that mean "this file system or this file can't be linked here": fall back to a copy.
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
@@ -38,8 +38,7 @@ def build_into(out: Path, build) -> dict:
     created = _make_parents(out.parent)
     try:
         for stale, pid in remove_stale_partials(out.parent):
-            print(f"note: removed {stale}, a partial dataset left by process {pid}, which is no longer running",
-                  file=sys.stderr)
+            warn(f"note: removed {stale}, a partial dataset left by process {pid}, which is no longer running")
         tmp = out.parent / f".{out.name}.partial-{os.getpid()}@{_host()}-{secrets.token_hex(4)}"
         tmp.mkdir()  # plain mkdir (not mkdtemp) so the dataset gets the user's usual permissions
     except BaseException:

@@ -39,17 +39,19 @@ class EpochRecord:
 
     epoch: int
     metrics: dict
-    model_spec: dict  # what rebuilds the model (same for every epoch of a run), see TrainResult
+    model_spec: dict  # what rebuilds the model (same for every epoch of a run), see YoloTrainResult
     last: bool  # no epoch follows: the final one, or early stopping (patience) ends the run here
     model_state: Callable[[], dict] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class TrainResult:
+class YoloTrainResult:
+    """What train_yolo reports once training ends. The weights are not in it: a caller keeps the epochs' states it
+    wants from on_epoch (the task saves them as checkpoints), so no copy is held here for nobody."""
+
     epochs: list  # EpochRecord per epoch, in order (their model_state() has expired)
     best_epoch: int  # 1-based, highest val/mAP50-95 (first one on ties, like ultralytics' best.pt)
     best_metrics: dict  # the best epoch's metrics
-    model_state: dict  # the best epoch's fp32 CPU EMA state dict
     model_spec: dict  # {"architecture", "model_yaml", "names", "imgsz"}: rebuilds the model with build_model()
     save_dir: Path  # project_dir/name, where ultralytics wrote its own files
     num_threads: int  # torch intra-op threads training used
@@ -80,7 +82,7 @@ class _EpochTracker:
         self.on_epoch, self.architecture, self.train_args = on_epoch, architecture, train_args
         self.pending = None  # 0-based epoch whose training pass ended and whose validation is awaited
         self.records = []
-        self.best = None  # (value, record, state)
+        self.best = None  # (value, record)
         self.spec = self.save_dir = None
         self.num_threads = 0
         self.determinism = None  # the settings ultralytics' init_seeds put in force, read during training
@@ -118,7 +120,7 @@ class _EpochTracker:
                                  "detection.training.learning_rate or check the data")
         value = record.metrics[BEST_METRIC]
         if self.best is None or value > self.best[0]:
-            self.best = (value, record, snapshot())
+            self.best = (value, record)
         try:
             self.on_epoch(record)
         finally:
@@ -146,8 +148,8 @@ def _epoch_metrics(trainer) -> dict:
 
 def train_yolo(*, architecture: str, data_yaml: Path, project_dir: Path, name: str, train_args: dict, seed: int,
                device: str, weights: Optional[Path], on_epoch: Callable[[EpochRecord], None],
-               stop_after_epoch: Optional[int] = None, model=None) -> TrainResult:
-    """Train `architecture` (an ultralytics model yaml) from scratch or from local `weights`; see TrainResult.
+               stop_after_epoch: Optional[int] = None, model=None) -> YoloTrainResult:
+    """Train `architecture` (an ultralytics model yaml) from scratch or from local `weights`; see YoloTrainResult.
 
     `train_args` are ultralytics train arguments (epochs, batch, imgsz, lr0, ... as src.tasks.detection.schema
     maps a config); each must be what ultralytics actually trains with: one it changes (an OOM retry halving
@@ -251,13 +253,13 @@ def _stop_after(epoch: int) -> Callable:
     return stop
 
 
-def _train_result(tracker: _EpochTracker) -> TrainResult:
+def _train_result(tracker: _EpochTracker) -> YoloTrainResult:
     if tracker.best is None:
         raise RuntimeError("ultralytics finished without completing an epoch")
-    _, best, state = tracker.best
-    return TrainResult(epochs=list(tracker.records), best_epoch=best.epoch, best_metrics=dict(best.metrics),
-                       model_state=state, model_spec=tracker.spec, save_dir=tracker.save_dir,
-                       num_threads=tracker.num_threads, determinism=tracker.determinism or {})
+    _, best = tracker.best
+    return YoloTrainResult(epochs=list(tracker.records), best_epoch=best.epoch, best_metrics=dict(best.metrics),
+                           model_spec=tracker.spec, save_dir=tracker.save_dir,
+                           num_threads=tracker.num_threads, determinism=tracker.determinism or {})
 
 
 def evaluate_yolo(*, model_spec: dict, model_state: dict, data_yaml: Path, split: str, imgsz: int, batch: int,

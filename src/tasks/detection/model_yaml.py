@@ -91,22 +91,22 @@ def check_model_yaml(model_yaml, where: str) -> dict:
     return out
 
 
-def check_model_spec(model_spec, where: str) -> dict:
+def check_model_spec(spec, where: str) -> dict:
     """A checkpoint's `model_spec` ({architecture, model_yaml, names, imgsz}) with its model_yaml checked."""
-    if not isinstance(model_spec, dict):
-        raise UserError(f"{where}: model_spec is a {type(model_spec).__name__}, not a mapping; the checkpoint is "
+    if not isinstance(spec, dict):
+        raise UserError(f"{where}: model_spec is a {type(spec).__name__}, not a mapping; the checkpoint is "
                         "damaged or not a detection checkpoint")
-    missing = [k for k in ("architecture", "model_yaml", "names", "imgsz") if k not in model_spec]
+    missing = [k for k in ("architecture", "model_yaml", "names", "imgsz") if k not in spec]
     if missing:
         raise UserError(f"{where}: model_spec lacks {', '.join(missing)}; the checkpoint is damaged or not a "
                         "detection checkpoint")
-    names = model_spec["names"]
+    names = spec["names"]
     if (not isinstance(names, (list, tuple)) or not 1 <= len(names) <= 10000
             or not all(isinstance(n, str) and len(n) <= 1000 for n in names)):
         raise UserError(f"{where}: model_spec names must be a list of 1 to 10000 class names, got {_short(names)}")
-    return {**model_spec, "architecture": _text(model_spec["architecture"], f"{where}: model_spec architecture"),
-            "model_yaml": check_model_yaml(model_spec["model_yaml"], f"{where}: model_spec.model_yaml"),
-            "names": list(names), "imgsz": _int(model_spec["imgsz"], f"{where}: model_spec imgsz", 1, 16384)}
+    return {**spec, "architecture": _text(spec["architecture"], f"{where}: model_spec architecture"),
+            "model_yaml": check_model_yaml(spec["model_yaml"], f"{where}: model_spec.model_yaml"),
+            "names": list(names), "imgsz": _int(spec["imgsz"], f"{where}: model_spec imgsz", 1, 16384)}
 
 
 def _short(value) -> str:

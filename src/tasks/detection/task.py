@@ -1,15 +1,23 @@
-"""Detection task adapter: config -> plain engine arguments, engine epochs -> shared checkpoints and metrics."""
+"""Detection task adapter: config -> plain engine arguments, engine epochs -> shared checkpoints and metrics.
+
+Implements src.tasks.contract.Task.
+"""
 
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from src.common.errors import UserError
 from src.tasks.config_sections import section
+from src.tasks.contract import EvalOutcome, PreparedData, TrainOutcome
 from src.tasks.detection.engine import BEST_METRIC  # what best_model.pth is chosen by
+from src.tasks.detection.model_yaml import check_model_spec  # noqa: F401  (part of the task contract)
 
 ULTRALYTICS_DIR = "ultralytics"  # ultralytics' own files (results.csv, plots, args.yaml) inside the run dir
 ACCEPTS_LEGACY_CHECKPOINTS = True  # raw ultralytics .pt files, with --allow-legacy-checkpoint
-
+# ultralytics' own resume restores state we do not checkpoint bit-exactly (its dataloader and EMA schedule):
+# a detection run is re-run (`street-scene reproduce`), not resumed.
+SUPPORTS_RESUME = False
+RESUME_SAFE_KEYS: tuple = ()
 
 
 def resolve_names(config: Dict[str, Any], subtask: str, data_yaml: Optional[str]) -> List[str]:
@@ -38,7 +46,7 @@ def _split(spec: Optional[str], role: str, names: List[str]):
     return split, stats
 
 
-def prepare_train(config, subtask, train_data, val_data, data_yaml, device: str = "cpu") -> Dict[str, Any]:
+def prepare_train(config, subtask, train_data, val_data, data_yaml, device: str = "cpu") -> PreparedData:
     """Validate data and config before the run dir exists; everything returned is plain or in-memory."""
     from src.common.fingerprint import fingerprint_splits
 
@@ -54,8 +62,8 @@ def prepare_train(config, subtask, train_data, val_data, data_yaml, device: str 
               "data_yaml": str(Path(data_yaml).resolve()) if data_yaml else None, "names": names,
               "stats": {"train": train_stats, "val": val_stats}}
     fingerprints = fingerprint_splits({"train": train.source, "val": val.source}, names)
-    return {"record": record, "names": names, "train": train, "val": val, "yolo": yolo,
-            "metadata": {"dataset_fingerprints": fingerprints}}
+    return PreparedData(names=names, record=record, fingerprints=fingerprints, splits={"train": train, "val": val},
+                        prebuilt=yolo)
 
 
 def _check_with_ultralytics(args: Dict[str, Any]):
@@ -82,15 +90,19 @@ def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
             "weights": Path(weights).expanduser().resolve() if weights else None}
 
 
-def train(ctx) -> Dict[str, Any]:
+def total_epochs(config: Dict[str, Any]) -> int:
+    return int(section(config, "detection", "training")["epochs"])
+
+
+def train(ctx) -> TrainOutcome:
     from src.data.detection_data import write_effective_data_yaml
     from src.tasks.detection.engine import train_yolo
     from src.tasks.detection.offline import configure_ultralytics, default_config_dir
 
     configure_ultralytics(default_config_dir())
     args = _training_args(ctx.config)
-    data_yaml = write_effective_data_yaml(ctx.run_dir / "data.yaml", ctx.data["train"], ctx.data["val"],
-                                          names=ctx.data["names"])
+    data_yaml = write_effective_data_yaml(ctx.run_dir / "data.yaml", ctx.data.splits["train"],
+                                          ctx.data.splits["val"], names=ctx.data.names)
     best = {"value": None}
 
     def on_epoch(record) -> None:
@@ -105,12 +117,12 @@ def train(ctx) -> Dict[str, Any]:
     result = train_yolo(architecture=args["architecture"], data_yaml=data_yaml, project_dir=ctx.run_dir,
                         name=ULTRALYTICS_DIR, train_args=args["train_args"], seed=ctx.seed, device=ctx.device,
                         weights=args["weights"], on_epoch=on_epoch, stop_after_epoch=ctx.stop_after_epoch,
-                        model=ctx.data.pop("yolo", None))
+                        model=ctx.data.take_prebuilt())
     for pickled in (ctx.run_dir / ULTRALYTICS_DIR / "weights").glob("*.pt"):
         pickled.unlink()  # ultralytics' own pickled copies; best_model.pth / checkpoint_epoch_N.pth replace them
-    ctx.metadata_updates["determinism_during_training"] = result.determinism
-    ctx.metadata_updates["num_threads_during_training"] = result.num_threads
-    return result_metrics(ctx.history, result.best_epoch)
+    return TrainOutcome(metrics=result_metrics(ctx.history, result.best_epoch),
+                        metadata={"determinism_during_training": result.determinism,
+                                  "num_threads_during_training": result.num_threads})
 
 
 def result_metrics(history: List[Dict[str, Any]], best_epoch: int) -> Dict[str, Any]:
@@ -121,9 +133,7 @@ def result_metrics(history: List[Dict[str, Any]], best_epoch: int) -> Dict[str, 
             **{k: v for k, v in row.items() if k.startswith("val/") and "loss" not in k}}
 
 
-def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
-    from src.tasks.detection.model_yaml import check_model_spec
-
+def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> PreparedData:
     model = _model_of(ckpt)
     model["model_spec"] = check_model_spec(model["model_spec"], "checkpoint")  # damaged or hostile: one line now
     names = list(model["model_spec"]["names"])
@@ -135,8 +145,8 @@ def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
             raise UserError(f"checkpoint classes {names} differ from the classes in {data_yaml} {yaml_names}; "
                             "evaluate with the data yaml the model was trained with")
     test, stats = _split(test_data, "test", names)
-    return {"record": {"test": str(test.source), "test_spec": test_data, "stats": stats}, "names": names,
-            "test": test, "model": model}
+    return PreparedData(names=names, record={"test": str(test.source), "test_spec": test_data, "stats": stats},
+                        splits={"test": test}, extras={"model": model})
 
 
 def before_legacy_load() -> None:
@@ -155,20 +165,21 @@ def _model_of(ckpt: Dict[str, Any]) -> Dict[str, Any]:
     return legacy_checkpoint(ckpt["legacy_object"], ckpt["path"])
 
 
-def evaluate(ctx) -> Dict[str, Any]:
+def evaluate(ctx) -> EvalOutcome:
     from src.data.detection_data import write_effective_data_yaml
     from src.tasks.detection.engine import evaluate_yolo
     from src.tasks.detection.offline import configure_ultralytics, default_config_dir
 
     configure_ultralytics(default_config_dir())
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
-    test = ctx.data["test"]
+    test = ctx.data.splits["test"]
     # ultralytics insists on train/val keys; all point at the test split, evaluated as split="test".
-    data_yaml = write_effective_data_yaml(ctx.output_dir / "data.yaml", test, test, test, names=ctx.data["names"])
+    data_yaml = write_effective_data_yaml(ctx.output_dir / "data.yaml", test, test, test, names=ctx.data.names)
     evaluation = section(ctx.config, "detection", "evaluation")
-    model = ctx.data["model"]
-    return evaluate_yolo(model_spec=model["model_spec"], model_state=model["model_state"],
+    model = ctx.data.extras["model"]
+    found = evaluate_yolo(model_spec=model["model_spec"], model_state=model["model_state"],
                          data_yaml=data_yaml, split="test", imgsz=model["model_spec"]["imgsz"],
                          batch=evaluation["batch_size"], device=ctx.device,
                          project_dir=ctx.output_dir.parent, name=ctx.output_dir.name,
                          conf=evaluation["conf"], iou=evaluation["iou"], plots=evaluation["plots"])
+    return EvalOutcome(metrics=found["metrics"], per_class=found["per_class"], details=found["details"])

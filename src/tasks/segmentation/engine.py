@@ -16,6 +16,7 @@ from src.common import distributed as dist_utils
 from src.common.checkpoint import to_fp32_cpu
 from src.common.errors import RunFailedError, UserError
 from src.common.seeding import seed_rngs
+from src.common.report import warn
 from src.tasks.segmentation.dataset import SegmentationDataset, make_eval_loader, make_train_loader
 from src.tasks.segmentation.metrics import SegmentationMetrics
 from src.tasks.segmentation.progress import ProgressBar
@@ -286,8 +287,8 @@ def _restore(state, model, opt, sched, book, seed, ctx) -> None:
     if position["batch"] != 0:
         raise UserError("resume state is from the middle of an epoch; only epoch boundaries can be resumed")
     if position["world_size"] != ctx.world_size and ctx.rank == 0:
-        print(f"warning: resuming a {position['world_size']}-process run with {ctx.world_size} process(es): "
-              "the data split differs, so the result will not be bit-identical to an uninterrupted run")
+        warn(f"warning: resuming a {position['world_size']}-process run with {ctx.world_size} process(es): "
+             "the data split differs, so the result will not be bit-identical to an uninterrupted run")
     model.load_state_dict(state["model_state"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])

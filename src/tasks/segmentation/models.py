@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Optional
 
 from src.common.errors import UserError
+from src.common.report import note
 # Names of torchvision.models.segmentation builders; the config schema owns the list. All are built with
 # weights=None, weights_backbone=None: nothing is ever downloaded; pretrained weights come only from a local file.
 from src.tasks.segmentation.schema import ARCHITECTURES
@@ -77,4 +78,4 @@ def load_local_weights(net, path: Path) -> None:
                         f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}); "
                         "check the architecture in the config")
     if skipped:
-        print(f"weights {path.name}: {len(skipped)} classifier tensors have another class count; kept fresh init")
+        note(f"weights {path.name}: {len(skipped)} classifier tensors have another class count; kept fresh init")

@@ -1,12 +1,20 @@
-"""Segmentation task adapter: config -> plain engine arguments, engine epochs -> shared checkpoints and metrics."""
+"""Segmentation task adapter: config -> plain engine arguments, engine epochs -> shared checkpoints and metrics.
 
+Implements src.tasks.contract.Task.
+"""
+
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from src.common.errors import UserError
+from src.common.report import note
 from src.tasks.config_sections import section
+from src.tasks.contract import EvalOutcome, PreparedData, TrainOutcome
 
 BEST_METRIC = "val/mIoU"
+ACCEPTS_LEGACY_CHECKPOINTS = False  # only street-scene checkpoints: there is no other segmentation format to read
+SUPPORTS_RESUME = True
 # Keys that may differ between a checkpoint's config and the config of a resumed run: where and how fast the
 # run executes, never what it computes.
 RESUME_SAFE_KEYS = ("device", "checkpoint.save_every", "checkpoint.keep_last", "segmentation.training.workers",
@@ -56,8 +64,13 @@ def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _model_spec(config: Dict[str, Any], names: List[str], ignore_index: int) -> Dict[str, Any]:
+    from src.tasks.segmentation.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    # The input the model was trained on, so that a checkpoint can be used without reading our source:
+    # RGB values scaled by `scale`, then (x - mean) / std per channel (transforms.py applies exactly these).
+    preprocessing = {"color": "RGB", "scale": 1 / 255, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     return {"architecture": section(config, "segmentation", "model")["architecture"], "names": names,
-            "num_classes": len(names), "ignore_index": ignore_index}
+            "num_classes": len(names), "ignore_index": ignore_index, "preprocessing": preprocessing}
 
 
 def _weights(config: Dict[str, Any]) -> Optional[Path]:
@@ -76,7 +89,7 @@ def total_epochs(config: Dict[str, Any]) -> int:
     return int(_training_args(config)["epochs"])
 
 
-def prepare_train(config, subtask, train_data, val_data, data_yaml, device: str = "cpu") -> Dict[str, Any]:
+def prepare_train(config, subtask, train_data, val_data, data_yaml, device: str = "cpu") -> PreparedData:
     from src.common.fingerprint import fingerprint_splits
 
     names, ignore = resolve_classes(config, subtask, data_yaml)
@@ -91,15 +104,15 @@ def prepare_train(config, subtask, train_data, val_data, data_yaml, device: str 
               "data_yaml": str(Path(data_yaml).resolve()) if data_yaml else None, "names": names,
               "ignore_index": ignore, "stats": {"train": train_stats, "val": val_stats}}
     fingerprints = fingerprint_splits({"train": train.root, "val": val.root}, names)
-    return {"record": record, "names": names, "ignore_index": ignore, "train": train, "val": val,
-            "metadata": {"dataset_fingerprints": fingerprints}}
+    return PreparedData(names=names, record=record, fingerprints=fingerprints, splits={"train": train, "val": val},
+                        extras={"ignore_index": ignore})
 
 
-def train(ctx) -> Dict[str, Any]:
+def train(ctx) -> TrainOutcome:
     from src.tasks.segmentation.engine import train_segmentation
     from src.tasks.segmentation.models import build_model
 
-    names, ignore = ctx.data["names"], ctx.data["ignore_index"]
+    names, ignore = ctx.data.names, ctx.data.extras["ignore_index"]
     spec = _model_spec(ctx.config, names, ignore)
     args = _training_args(ctx.config)
     model = build_model(spec["architecture"], len(names), _weights(ctx.config))
@@ -110,7 +123,7 @@ def train(ctx) -> Dict[str, Any]:
 
     def on_epoch(epoch: int, metrics: Dict[str, Any], get_train_state) -> None:
         ctx.log_epoch(epoch, metrics)
-        print(_epoch_line(epoch, args["epochs"], metrics), flush=True)  # the run's train.log records progress
+        note(_epoch_line(epoch, args["epochs"], metrics))  # the run's train.log records progress
         value = metrics.get(BEST_METRIC)
         is_best = value is not None and value == value and (best["value"] is None or value > best["value"])
         if is_best:
@@ -122,15 +135,15 @@ def train(ctx) -> Dict[str, Any]:
         model_state = state.pop("model_state")  # stored once, at the checkpoint's top level
         ctx.save_checkpoint(epoch, model_state, spec, metrics, is_best=is_best, last=last, train_state=state)
 
-    result = train_segmentation(model=model, train_items=_items(ctx.data["train"]),
-                                val_items=_items(ctx.data["val"]), num_classes=len(names), ignore_index=ignore,
+    result = train_segmentation(model=model, train_items=_items(ctx.data.splits["train"]),
+                                val_items=_items(ctx.data.splits["val"]), num_classes=len(names), ignore_index=ignore,
                                 seed=ctx.seed, device=ctx.device, on_epoch=on_epoch, resume_state=resume_state,
                                 class_names=names, stop_after=ctx.stop_after_epoch, **args)
-    ctx.metadata_updates["determinism_during_training"] = result["determinism"]
-    ctx.metadata_updates["world_size"] = result["world_size"]
     # The loop's own history (every process has it, resumed epochs included), under metrics.csv's names.
     history = [{"epoch": i + 1, **row} for i, row in enumerate(result["history"])]
-    return result_metrics(history, result["best_epoch"])
+    return TrainOutcome(metrics=result_metrics(history, result["best_epoch"]),
+                        metadata={"determinism_during_training": result["determinism"],
+                                  "world_size": result["world_size"]})
 
 
 def result_metrics(history: List[Dict[str, Any]], best_epoch: int) -> Dict[str, Any]:
@@ -153,14 +166,28 @@ def check_model_spec(spec: Any, where: str) -> Dict[str, Any]:
     ok = (isinstance(spec, dict) and spec.get("architecture") in ARCHITECTURES
           and isinstance(spec.get("names"), list) and all(isinstance(n, str) for n in spec["names"])
           and type(spec.get("num_classes")) is int and spec["num_classes"] == len(spec["names"]) > 0
-          and type(spec.get("ignore_index")) is int and 0 <= spec["ignore_index"] <= 255)
+          and type(spec.get("ignore_index")) is int and 0 <= spec["ignore_index"] <= 255
+          and ("preprocessing" not in spec or _valid_preprocessing(spec["preprocessing"])))  # older: ImageNet
     if not ok:
         raise UserError(f"{where}: model_spec is not a segmentation model description (architecture one of "
                         f"{', '.join(ARCHITECTURES)}, names, num_classes, ignore_index); the checkpoint is damaged")
     return spec
 
 
-def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
+def before_legacy_load() -> None:
+    """Never called: ACCEPTS_LEGACY_CHECKPOINTS is False, so evaluation refuses the flag first."""
+
+
+def _valid_preprocessing(pre: Any) -> bool:
+    def numbers(values, count):
+        return (isinstance(values, list) and len(values) == count
+                and all(type(v) in (int, float) and math.isfinite(v) for v in values))
+
+    return (isinstance(pre, dict) and pre.get("color") == "RGB" and numbers([pre.get("scale")], 1)
+            and numbers(pre.get("mean"), 3) and numbers(pre.get("std"), 3) and all(v > 0 for v in pre["std"]))
+
+
+def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> PreparedData:
     spec = check_model_spec(ckpt["model_spec"], "checkpoint")
     names, ignore = list(spec["names"]), int(spec["ignore_index"])
     if data_yaml is not None:
@@ -168,11 +195,11 @@ def prepare_eval(config, subtask, test_data, data_yaml, ckpt) -> Dict[str, Any]:
         if yaml_names != names:
             raise UserError(f"checkpoint classes {names} differ from the classes in {data_yaml} {yaml_names}")
     test, stats = _split(test_data, "test", names, ignore)
-    return {"record": {"test": str(test.root), "test_spec": test_data, "stats": stats}, "names": names,
-            "ignore_index": ignore, "test": test}
+    return PreparedData(names=names, record={"test": str(test.root), "test_spec": test_data, "stats": stats},
+                        splits={"test": test}, extras={"ignore_index": ignore})
 
 
-def evaluate(ctx) -> Dict[str, Any]:
+def evaluate(ctx) -> EvalOutcome:
     from src.tasks.segmentation.engine import evaluate_segmentation
     from src.tasks.segmentation.models import build_model
 
@@ -181,8 +208,9 @@ def evaluate(ctx) -> Dict[str, Any]:
     model.load_state_dict(ctx.checkpoint["model_state"])
     batch = section(ctx.config, "segmentation", "evaluation")["batch_size"]
     split = "test"
-    flat = evaluate_segmentation(model=model, items=_items(ctx.data["test"]), num_classes=int(spec["num_classes"]),
+    flat = evaluate_segmentation(model=model, items=_items(ctx.data.splits["test"]),
+                                 num_classes=int(spec["num_classes"]),
                                  ignore_index=int(spec["ignore_index"]), batch_size=batch, device=ctx.device,
                                  class_names=list(spec["names"]), prefix=f"{split}/")
     per_class = {name: {f"{split}/IoU": flat.pop(f"{split}/IoU_{name}")} for name in spec["names"]}
-    return {"metrics": flat, "per_class": per_class, "details": {}}
+    return EvalOutcome(metrics=flat, per_class=per_class)
