@@ -60,3 +60,13 @@ def offline(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture
+def cli_output():
+    """The library's notes and warnings shown as the CLI shows them (stdout / stderr), for tests that call the
+    library directly and read what a user would see."""
+    from src.common.report import shown
+
+    with shown():
+        yield

@@ -284,6 +284,7 @@ def test_unreachable_tracking_uri_fails_fast(env):
 
 def test_live_hooks_log_each_epoch_and_finish_completes_the_run(env):
     from src.pipelines.context import TrainContext
+    from src.tasks.contract import PreparedData
     from src.tracking.live import start_live_tracking
 
     run_dir = make_run(env.outputs, status="running", epochs=0)
@@ -292,7 +293,9 @@ def test_live_hooks_log_each_epoch_and_finish_completes_the_run(env):
     live = start_live_tracking(config, run_dir, RUN_ID)
     assert len(live.hooks) == 1
     ctx = TrainContext(config=config, config_hash="abcd1234", task="detection", subtask="vehicle_detection", seed=42,
-                       device="cpu", run_id=RUN_ID, run_dir=run_dir, data={}, metadata={}, epoch_hooks=live.hooks)
+                       device="cpu", run_id=RUN_ID, run_dir=run_dir, metadata={},
+                       data=PreparedData(names=[], record={}),
+                       epoch_hooks=live.hooks)
     mlflow_run_id = runs_of(env)[0].info.run_id
     for epoch, loss, value in ROWS:
         ctx.log_epoch(epoch, {"train/box_loss": loss, "val/mAP50-95": value})
@@ -305,8 +308,9 @@ def test_live_hooks_log_each_epoch_and_finish_completes_the_run(env):
     assert len(runs_of(env)) == 1
 
 
-def test_live_tracking_failure_warns_and_training_goes_on(env, capsys):
+def test_live_tracking_failure_warns_and_training_goes_on(env, capsys, cli_output):
     from src.pipelines.context import TrainContext
+    from src.tasks.contract import PreparedData
     from src.tracking.live import start_live_tracking
 
     run_dir = make_run(env.outputs, status="running", epochs=0)
@@ -318,7 +322,9 @@ def test_live_tracking_failure_warns_and_training_goes_on(env, capsys):
                                                 "experiment": env.experiment}}}
     live = start_live_tracking(config, run_dir, RUN_ID)
     ctx = TrainContext(config=config, config_hash="abcd1234", task="detection", subtask="vehicle_detection", seed=42,
-                       device="cpu", run_id=RUN_ID, run_dir=run_dir, data={}, metadata={}, epoch_hooks=live.hooks)
+                       device="cpu", run_id=RUN_ID, run_dir=run_dir, metadata={},
+                       data=PreparedData(names=[], record={}),
+                       epoch_hooks=live.hooks)
     ctx.log_epoch(1, {"val/mAP50-95": 0.1})
     env.client.delete_run(runs_of(env)[0].info.run_id)  # MLflow now refuses to log to it
     ctx.log_epoch(2, {"val/mAP50-95": 0.2})

@@ -249,6 +249,7 @@ def test_all_reports_a_bad_run_and_syncs_the_rest(env, capsys):
 
 def test_live_hooks_log_each_epoch_then_finish(env):
     from src.pipelines.context import TrainContext
+    from src.tasks.contract import PreparedData
     from src.tracking.live import start_live_tracking
 
     run_dir = make_run(env.outputs, status="running", epochs=0)
@@ -256,7 +257,9 @@ def test_live_hooks_log_each_epoch_then_finish(env):
     live = start_live_tracking(config, run_dir, RUN_ID)
     assert len(live.hooks) == 1
     ctx = TrainContext(config=config, config_hash="abcd1234", task="detection", subtask="vehicle_detection", seed=42,
-                       device="cpu", run_id=RUN_ID, run_dir=run_dir, data={}, metadata={}, epoch_hooks=live.hooks)
+                       device="cpu", run_id=RUN_ID, run_dir=run_dir, metadata={},
+                       data=PreparedData(names=[], record={}),
+                       epoch_hooks=live.hooks)
     for epoch, loss, value in ROWS:
         ctx.log_epoch(epoch, {"train/box_loss": loss, "val/mAP50-95": value})
     meta = load_yaml(run_dir / "metadata.yaml")

@@ -17,14 +17,15 @@ TOLERANCE = 1e-3  # relative: above it the export fails
 
 def sample_images(data_record: Optional[dict], reader: str) -> Tuple[List[Any], str]:
     """(up to MAX_IMAGES RGB arrays, where they came from)."""
-    from src.inference.sources import IMAGE_SUFFIXES, read_image
+    from src.common.image_files import PILLOW_IMAGE_SUFFIXES, is_image
+    from src.inference.sources import read_image
 
     val = (data_record or {}).get("val")
     if val:
         folder = Path(val)
         folder = folder / "images" if (folder / "images").is_dir() else folder
         if folder.is_dir():
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:MAX_IMAGES]
+            files = sorted(p for p in folder.iterdir() if is_image(p, PILLOW_IMAGE_SUFFIXES))[:MAX_IMAGES]
             if files:
                 return [read_image(p, reader) for p in files], f"validation images {folder}"
     import numpy as np
