@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # Re-install only when the dependency pins change.
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: demo test install clean-demo chromium
+.PHONY: demo test check install clean-demo chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 test: install chromium
 	$(PY) -m pytest
+
+# The fast tier for the edit-test loop: no training (tests marked slow are left out); `make test` runs everything.
+check: install
+	$(PY) -m pytest -m "not slow" -q
 
 # The report's browser test needs Debian's chromium: installed when missing (apt-get as root, else sudo -n).
 chromium:

@@ -1,8 +1,9 @@
 """Resuming a run: find the checkpoint, refuse config changes that would alter results, reopen the run dir."""
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from src.common.checkpoint import load_checkpoint, save_checkpoint
 from src.common.config_manager import ConfigManager
@@ -27,8 +28,16 @@ def find_resume_checkpoint(ref: str) -> Path:
     return found[-1]
 
 
-def load_resume(ref: str, cm: ConfigManager, task_module, task: str, subtask: str) -> Tuple[Dict[str, Any], Path]:
-    """(checkpoint, run dir) to continue; refuses anything that would not continue the same run."""
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run continues: the epoch checkpoint it starts from and the run directory it reopens."""
+
+    checkpoint: Dict[str, Any]
+    run_dir: Path
+
+
+def load_resume(ref: str, cm: ConfigManager, task_module, task: str, subtask: str) -> ResumePoint:
+    """The point to continue from; refuses anything that would not continue the same run."""
     if not task_module.SUPPORTS_RESUME:
         raise UserError(f"--resume is not supported for --task {task}; start a new run instead")
     ckpt_path = find_resume_checkpoint(ref)
@@ -61,7 +70,7 @@ def load_resume(ref: str, cm: ConfigManager, task_module, task: str, subtask: st
                         f"resume: if it died before registering, run `street-scene runs finalize {run_dir.name}`; "
                         "to train longer, start a new run")
     best_to_restore(run_dir, ckpt)  # refuses, before anything is written, a best model that cannot be rebuilt
-    return ckpt, run_dir
+    return ResumePoint(ckpt, run_dir)
 
 
 def best_to_restore(run_dir: Path, ckpt: Dict[str, Any]) -> Optional[Dict[str, Any]]:

@@ -10,7 +10,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 from src.common.atomic import atomic_write_text
 from src.common.checkpoint import file_sha256
@@ -24,6 +24,7 @@ from src.common.run_dir import (BEST_CHECKPOINT, CURVES_FILE, ENVIRONMENT_FILE, 
 from src.common.writable import check_writable
 from src.pipelines.context import TrainContext
 from src.pipelines.job import Job, open_job, resolve_device
+from src.pipelines.resume import ResumePoint
 
 
 @dataclass
@@ -64,7 +65,7 @@ class _Plan:
     job: Job
     device: str
     data: Dict[str, Any]
-    resume: Optional[Tuple[Dict[str, Any], Path]]  # (checkpoint, run dir) when continuing a run
+    resume: Optional[ResumePoint]  # when continuing a run
     tracking: bool
     registry: Any = None  # ModelRegistry on the writing process, None elsewhere
     main: bool = True
@@ -105,8 +106,8 @@ def _plan(request: TrainRequest) -> _Plan:
     if resume is not None:
         from src.pipelines.resume import check_run_name, check_same_data
 
-        check_same_data(resume[1], data)
-        check_run_name(resume[1], request.run_name)
+        check_same_data(resume.run_dir, data)
+        check_run_name(resume.run_dir, request.run_name)
     from src.tracking.live import live_settings
 
     trackers = live_settings(job.config, mlflow=request.mlflow, wandb=request.wandb)  # bad tracking config fails now
@@ -139,7 +140,7 @@ def _run(plan: _Plan) -> TrainResult:
                                                                  plan.request.output_dir)
                     lock = RunLock(run_dir).acquire("trained")
                 else:
-                    run_dir = plan.resume[1]
+                    run_dir = plan.resume.run_dir
                     run_id = run_dir.name
                     lock = RunLock(run_dir).acquire("resumed")  # before anything in it changes
             run_id, run_dir = distributed.broadcast_object((run_id, run_dir))
@@ -163,7 +164,7 @@ def _train_in_run_dir(plan: _Plan, run_id: str, run_dir: Path) -> TrainResult:
                            subtask=plan.job.subtask, seed=cm.seed, device=plan.device, run_id=run_id,
                            run_dir=run_dir, data=plan.data, metadata=metadata,
                            stop_after_epoch=request.stop_after_epoch,
-                           resume=plan.resume[0] if plan.resume else None, is_main=main,
+                           resume=plan.resume.checkpoint if plan.resume else None, is_main=main,
                            **plan.job.config["checkpoint"])
         if main and plan.tracking:
             from src.tracking.live import start_live_tracking
@@ -173,7 +174,7 @@ def _train_in_run_dir(plan: _Plan, run_id: str, run_dir: Path) -> TrainResult:
         if plan.resume is not None:
             from src.pipelines.resume import history_until
 
-            ctx.history = history_until(run_dir, plan.resume[0]["epoch"])
+            ctx.history = history_until(run_dir, plan.resume.checkpoint["epoch"])
         with (tee_output(run_dir / LOG_FILE) if main else contextlib.nullcontext()):
             outcome = plan.job.task_module.train(ctx)
             ctx.finish_checkpoints()  # every checkpoint on disk before checks, hashes and the registry
@@ -219,7 +220,7 @@ def _open_run(run_dir: Path, run_id: str, plan: _Plan) -> Dict[str, Any]:
         return _start_run(run_dir, run_id, plan)
     from src.pipelines.resume import reopen_run
 
-    return reopen_run(run_dir, plan.resume[0], plan.job.cm, " ".join(sys.argv))
+    return reopen_run(run_dir, plan.resume.checkpoint, plan.job.cm, " ".join(sys.argv))
 
 
 def _start_run(run_dir: Path, run_id: str, plan: _Plan) -> Dict[str, Any]:
