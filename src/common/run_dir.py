@@ -26,6 +26,10 @@ LOG_FILE = "train.log"
 CURVES_FILE = "training_curves.png"
 BEST_CHECKPOINT = "best_model.pth"
 LOCK_FILE = ".lock"  # held (flock) by the process that owns the run
+DATA_YAML_FILE = "data.yaml"  # detection: the effective ultralytics data yaml
+ULTRALYTICS_DIR = "ultralytics"  # detection: ultralytics' own files (args.yaml, results.csv, plots)
+EXPORTS_FILE = "exports.json"  # `street-scene export` records, one per exported file
+EVALUATIONS_DIR = "evaluations"  # beside a checkpoint: evaluation results (and cached leaderboard results)
 
 OUTPUT_DIR_ENV = "STREET_SCENE_OUTPUT_DIR"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # used with fullmatch: `$` allows a final "\n"

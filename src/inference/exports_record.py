@@ -8,14 +8,14 @@ from typing import Any, Dict, List, Optional
 
 from src.common.atomic import atomic_write_text
 from src.common.errors import UserError
+from src.common.run_dir import CONFIG_FILE, EXPORTS_FILE, METADATA_FILE
 
-EXPORTS_FILE = "exports.json"
 
 
 def run_dir_of(checkpoint: Path) -> Optional[Path]:
     """The run directory a checkpoint sits in, None for a checkpoint outside one."""
     folder = Path(checkpoint).resolve().parent
-    return folder if (folder / "metadata.yaml").is_file() and (folder / "config.yaml").is_file() else None
+    return folder if (folder / METADATA_FILE).is_file() and (folder / CONFIG_FILE).is_file() else None
 
 
 def read_exports(run_dir: Path) -> List[Dict[str, Any]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from src.common.errors import UserError
+from src.common.run_dir import BEST_CHECKPOINT
 
 TASKS = ("detection", "segmentation")
 
@@ -107,9 +108,9 @@ def resolve_model_path(ref: Union[str, Path]) -> Path:
     if path.suffix.lower() in (".pth", ".pt", ".onnx") or not str(ref).strip():
         raise UserError(f"checkpoint not found: {ref}; give a best_model.pth, a run id or an exported .onnx")
     run_dir = resolve_run(str(ref))
-    best = run_dir / "best_model.pth"
+    best = run_dir / BEST_CHECKPOINT
     if not best.is_file():
-        raise UserError(f"run {run_dir.name} has no best_model.pth (did it finish?); pass a checkpoint file instead")
+        raise UserError(f"run {run_dir.name} has no {BEST_CHECKPOINT} (did it finish?); pass a checkpoint file instead")
     return best
 
 

@@ -16,6 +16,7 @@ from src.common.config_manager import ConfigManager
 from src.common.dictdiff import format_changes
 from src.common.errors import UserError
 from src.common.report import note, warn
+from src.common.run_dir import EVALUATIONS_DIR
 from src.pipelines.context import EvalContext
 from src.pipelines.job import open_job, resolve_device
 from src.tasks.contract import EvalOutcome, PreparedData
@@ -99,7 +100,7 @@ def evaluate(request: EvalRequest) -> Dict[str, Any]:
 def _evaluations_dir(ckpt_path: Path) -> Path:
     """`<checkpoint folder>/evaluations`, or a temporary folder when the checkpoint's folder is read-only (results
     are then printed but not saved; a model store mounted read-only must still be evaluable)."""
-    folder = ckpt_path.parent / "evaluations"
+    folder = ckpt_path.parent / EVALUATIONS_DIR
     try:
         folder.mkdir(exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -108,7 +109,7 @@ def _evaluations_dir(ckpt_path: Path) -> Path:
     except OSError as exc:
         warn(f"warning: cannot write {folder} ({exc.strerror}); evaluation results will not be saved beside the "
              "checkpoint")
-        return Path(tempfile.mkdtemp(prefix="street-scene-eval-")) / "evaluations"
+        return Path(tempfile.mkdtemp(prefix="street-scene-eval-")) / EVALUATIONS_DIR
 
 
 def evaluation_result(request: EvalRequest, subtask: str, ckpt: Dict[str, Any], found: EvalOutcome
@@ -149,7 +150,7 @@ def previous_test_data_lines(ckpt_path: Path, fingerprints: Optional[Dict[str, A
     """Compare the test data with the latest earlier saved evaluation of the same checkpoint; [] if none."""
     from src.common.fingerprint import compare_split_fingerprints
 
-    folder = ckpt_path.parent / "evaluations"
+    folder = ckpt_path.parent / EVALUATIONS_DIR
     found = folder.glob("*.json") if folder.is_dir() else []
     names = sorted(p.name for p in found if _is_result_of(p.name, ckpt_path.stem))
     records = [(n, r) for n, r in ((n, _read_json(folder / n)) for n in names) if isinstance(r, dict)]

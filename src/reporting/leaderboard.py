@@ -17,7 +17,8 @@ from typing import Any, Dict, List, Optional
 from src.common.atomic import atomic_write_text
 from src.common.errors import UserError
 from src.common.report import warn
-from src.reporting.run_files import EVALUATIONS_DIR, read_json, read_yaml
+from src.common.run_dir import CONFIG_FILE, EVALUATIONS_DIR, METADATA_FILE
+from src.reporting.run_files import read_json, read_yaml
 
 CACHE_VERSION = 1
 CACHE_PREFIX = "leaderboard-"
@@ -109,8 +110,8 @@ def _inspect(entry: Dict[str, Any], test_names, fingerprint) -> _Run:
     sha = _sha256(checkpoint)
     recorded = entry.get("checkpoint_sha256")
     run.verify = "ok" if sha == recorded else "not recorded" if not recorded else "MISMATCH"
-    meta, problem = read_yaml(run.run_dir / "metadata.yaml")
-    config, config_problem = read_yaml(run.run_dir / "config.yaml")
+    meta, problem = read_yaml(run.run_dir / METADATA_FILE)
+    config, config_problem = read_yaml(run.run_dir / CONFIG_FILE)
     if problem or config_problem or not isinstance(meta, dict) or not isinstance(config, dict):
         run.status, run.note = FAILED, problem or config_problem or "metadata.yaml or config.yaml is not a mapping"
         return run
@@ -153,7 +154,7 @@ def _evaluate(run: _Run, request: LeaderboardRequest, fingerprint: Dict[str, Any
     from src.pipelines.evaluation import EvalRequest, evaluate
 
     eval_request = EvalRequest(
-        config_path=run.run_dir / "config.yaml", task=run.family, subtask=request.subtask,
+        config_path=run.run_dir / CONFIG_FILE, task=run.family, subtask=request.subtask,
         test_data=request.test_data, checkpoint_path=Path(run.entry["checkpoint_path"]),
         data_yaml=request.data_yaml, save_results=False)
     try:

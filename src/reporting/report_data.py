@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from src.common.dictdiff import MISSING, diff_dicts
+from src.common.run_dir import CONFIG_FILE, METADATA_FILE, METRICS_FILE
 from src.reporting.run_files import evaluation_files, read_curves, read_exports, read_json, read_yaml
 
 # metadata.yaml keys shown as provenance (besides seed, git, data fingerprints and determinism).
@@ -99,11 +100,11 @@ def _run_record(entry: Dict[str, Any], sha: Optional[str]) -> Dict[str, Any]:
         record["verify"] = {"checkpoint": "missing", "sha256": "not checked", "config_hash": "not checked"}
         record["provenance"] = _provenance({}, entry)
         return record
-    meta, problem = read_yaml(run_dir / "metadata.yaml")
+    meta, problem = read_yaml(run_dir / METADATA_FILE)
     meta = meta if isinstance(meta, dict) else {}
-    config, config_problem = read_yaml(run_dir / "config.yaml")
+    config, config_problem = read_yaml(run_dir / CONFIG_FILE)
     record["_config"] = config if isinstance(config, dict) else None
-    curves, curves_problem = read_curves(run_dir / "metrics.csv")
+    curves, curves_problem = read_curves(run_dir / METRICS_FILE)
     exports, exports_problem = read_exports(run_dir)
     record["problems"] += [p for p in (problem, config_problem, curves_problem, exports_problem) if p]
     record.update(family=meta.get("task"), provenance=_provenance(meta, entry), curves=curves,

@@ -15,9 +15,8 @@ import yaml
 
 from src.common import yaml_io
 from src.common.errors import UserError
+from src.common.run_dir import EVALUATIONS_DIR, EXPORTS_FILE
 
-EXPORTS_FILE = "exports.json"
-EVALUATIONS_DIR = "evaluations"
 _CSV_LIMIT = 4 * 1024 * 1024  # a metrics.csv is a few KB; anything this big is not ours
 _JSON_LIMIT = 4 * 1024 * 1024
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML was built with it

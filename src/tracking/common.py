@@ -14,11 +14,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from src.common.dictdiff import flatten
 from src.common.errors import UserError
 from src.common.image_files import PILLOW_IMAGE_SUFFIXES, is_image
+from src.common.run_dir import (CONFIG_FILE, CURVES_FILE, ENVIRONMENT_FILE, EVALUATIONS_DIR, GIT_DIFF_FILE,
+                                METADATA_FILE, METRICS_FILE, OVERRIDES_FILE, ULTRALYTICS_DIR, RunDir)
 
 TAG_PREFIX = "street_scene."
 # The run's own files a tracker gets (the checkpoint only on request: it can be large).
-ARTIFACT_FILES = ("config.yaml", "metadata.yaml", "overrides.yaml", "git.diff", "environment.txt", "metrics.csv",
-                  "training_curves.png")
+ARTIFACT_FILES = (CONFIG_FILE, METADATA_FILE, OVERRIDES_FILE, GIT_DIFF_FILE, ENVIRONMENT_FILE, METRICS_FILE,
+                  CURVES_FILE)
 # What ultralytics and evaluations wrote inside the run dir (args.yaml, results.csv, confusion matrices, PR curves,
 # results.png, label and prediction mosaics): uploaded under the same folder names.
 ULTRALYTICS_FILES = ("args.yaml", "results.csv")
@@ -73,15 +75,11 @@ class RunRecord:
 def load_run(ref: str, root: Optional[Path] = None) -> RunRecord:
     """A run id (under the output root) or a run dir -> its RunRecord. Bad input is a one-line UserError."""
     from src.common.metadata import read_metadata
-    from src.common.run_dir import resolve_run
-    from src.common.yaml_io import load_yaml
-    from src.common.run_dir import BEST_CHECKPOINT, METRICS_FILE, read_metrics_csv
+    from src.common.run_dir import BEST_CHECKPOINT, read_metrics_csv, resolve_run
 
     run_dir = resolve_run(str(ref), root)
     meta = read_metadata(run_dir)
-    config = load_yaml(run_dir / "config.yaml")
-    if not isinstance(config, dict):
-        raise UserError(f"{run_dir / 'config.yaml'} is not a mapping; the run directory is damaged")
+    config = RunDir(run_dir).read_config()
     history = [_numeric_row(row) for row in read_metrics_csv(run_dir / METRICS_FILE)]
     history = [row for row in history if row is not None]
     result = meta.get("result") if isinstance(meta.get("result"), dict) else {}
@@ -108,17 +106,17 @@ def run_extra_files(run_dir: Path) -> List[Tuple[Path, str]]:
     """(file, tracker folder) for ultralytics' own files (`ultralytics/`: args.yaml, results.csv, plots; never its
     weights) and for evaluations (`evaluations/*.json` and each evaluation's plots and prediction images)."""
     out: List[Tuple[Path, str]] = []
-    ultra = run_dir / "ultralytics"
+    ultra = run_dir / ULTRALYTICS_DIR
     if ultra.is_dir():
-        out += [(p, "ultralytics") for p in sorted(ultra.iterdir())
+        out += [(p, ULTRALYTICS_DIR) for p in sorted(ultra.iterdir())
                 if p.is_file() and (p.name in ULTRALYTICS_FILES or is_image(p, PILLOW_IMAGE_SUFFIXES))]
-    evaluations = run_dir / "evaluations"
+    evaluations = run_dir / EVALUATIONS_DIR
     if evaluations.is_dir():
         for entry in sorted(evaluations.iterdir()):
             if entry.is_file() and entry.suffix == ".json":
-                out.append((entry, "evaluations"))
+                out.append((entry, EVALUATIONS_DIR))
             elif entry.is_dir():
-                out += [(p, f"evaluations/{entry.name}") for p in sorted(entry.iterdir())
+                out += [(p, f"{EVALUATIONS_DIR}/{entry.name}") for p in sorted(entry.iterdir())
                         if p.is_file() and is_image(p, PILLOW_IMAGE_SUFFIXES)]
     return out
 

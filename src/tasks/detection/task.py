@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from src.common.errors import UserError
+from src.common.run_dir import DATA_YAML_FILE, ULTRALYTICS_DIR
 from src.tasks.config_sections import section
 from src.tasks.contract import EvalOutcome, PreparedData, TrainOutcome
 from src.tasks.detection.engine import BEST_METRIC  # what best_model.pth is chosen by
 from src.tasks.detection.model_yaml import check_model_spec  # noqa: F401  (part of the task contract)
 
-ULTRALYTICS_DIR = "ultralytics"  # ultralytics' own files (results.csv, plots, args.yaml) inside the run dir
 ACCEPTS_LEGACY_CHECKPOINTS = True  # raw ultralytics .pt files, with --allow-legacy-checkpoint
 # ultralytics' own resume restores state we do not checkpoint bit-exactly (its dataloader and EMA schedule):
 # a detection run is re-run (`street-scene reproduce`), not resumed.
@@ -101,7 +101,7 @@ def train(ctx) -> TrainOutcome:
 
     configure_ultralytics(default_config_dir())
     args = _training_args(ctx.config)
-    data_yaml = write_effective_data_yaml(ctx.run_dir / "data.yaml", ctx.data.splits["train"],
+    data_yaml = write_effective_data_yaml(ctx.run_dir / DATA_YAML_FILE, ctx.data.splits["train"],
                                           ctx.data.splits["val"], names=ctx.data.names)
     best = {"value": None}
 
@@ -174,7 +174,7 @@ def evaluate(ctx) -> EvalOutcome:
     ctx.output_dir.mkdir(parents=True, exist_ok=True)
     test = ctx.data.splits["test"]
     # ultralytics insists on train/val keys; all point at the test split, evaluated as split="test".
-    data_yaml = write_effective_data_yaml(ctx.output_dir / "data.yaml", test, test, test, names=ctx.data.names)
+    data_yaml = write_effective_data_yaml(ctx.output_dir / DATA_YAML_FILE, test, test, test, names=ctx.data.names)
     evaluation = section(ctx.config, "detection", "evaluation")
     model = ctx.data.extras["model"]
     found = evaluate_yolo(model_spec=model["model_spec"], model_state=model["model_state"],
