@@ -1,4 +1,4 @@
-"""Model registry benchmark (issue 16): our registry against MLflow's sqlite store at 1k, 10k and 100k entries.
+"""Model registry benchmark: our registry against MLflow's sqlite store at 1k, 10k and 100k entries.
 
     .venv/bin/python benchmarks/registry_bench.py [--sizes 1000 10000 100000] [--repeats 15] [--procs 8]
 

@@ -1,6 +1,6 @@
 """Wall time and peak RSS of our detection train/evaluate scripts vs raw ultralytics doing the same work.
 
-Ours: `python scripts/train.py ...` / `python scripts/evaluate.py ...` exactly as the user guide calls them, with
+Ours: `python scripts/train.py ...` / `python scripts/evaluate.py ...` exactly as the README calls them, with
 outputs, registry and caches under a temp dir. Raw: `YOLO(arch).train(**same arguments)` and `.val(...)` in their
 own `python -c` processes. The raw train arguments come from the same resolved config through the detection task's
 `_training_args` plus the fixed arguments engine.train_yolo adds, so both sides run the same ultralytics job; the

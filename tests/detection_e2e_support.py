@@ -60,7 +60,7 @@ def image_list(images: Path, txt: Path) -> Path:
 
 
 def completion_lines(stdout: str):
-    """The last two stdout lines, which the guide shows as the training output; (saved_to, run_id)."""
+    """The last two stdout lines, which the README shows as the training output; (saved_to, run_id)."""
     lines = [line for line in stdout.splitlines() if line.strip()]
     assert len(lines) >= 2, stdout
     done, rid = lines[-2], lines[-1]

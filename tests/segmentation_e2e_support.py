@@ -1,4 +1,4 @@
-"""Shared set-up for the segmentation end-to-end tests: a tiny workspace laid out as the user guide assumes.
+"""Shared set-up for the segmentation end-to-end tests: a tiny workspace laid out as the README assumes.
 
 A workspace is a folder used as the cwd of every script call, holding `configs/` (a copy of the repo's, so the
 issue's commands run verbatim), `data/{train,val,test}` (synthetic road scenes), and the output root, registry
@@ -66,7 +66,7 @@ def run_dirs(root: Path) -> list:
 
 
 def run_id_from(stdout: str) -> str:
-    """The run id of the guide's two closing lines (asserting their exact form)."""
+    """The run id of the two closing lines the README shows (asserting their exact form)."""
     lines = stdout.strip().splitlines()
     run_id = lines[-1].removeprefix("Run ID: ")
     assert lines[-1] == f"Run ID: {run_id}", stdout

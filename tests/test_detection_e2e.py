@@ -1,8 +1,8 @@
-"""Issue 4's detection requirements end to end: the guide's command from the repo root, the three data spellings,
+"""Detection end to end: the README's train command from the repo root, the three data spellings,
 offline training that writes only into its run dir, the seed variables, and a failed run.
 
 Two 1-epoch trainings on the same 6 images are shared by the module: one started from the repo root exactly as
-the guide writes it, one from a tmp cwd under a socket logger with ultralytics' own variables unset.
+the README writes it, one from a tmp cwd under a socket logger with ultralytics' own variables unset.
 """
 
 import os
@@ -91,7 +91,7 @@ def _changed(before: dict, after: dict) -> set:
 
 @pytest.fixture(scope="module")
 def repo_root_run(data, tmp_path_factory):
-    """The guide's command typed at the repo root; outputs and registry redirected by the documented variables."""
+    """The README's command typed at the repo root; outputs and registry redirected by the documented variables."""
     ws = tmp_path_factory.mktemp("from_repo_root")
     argv = [sys.executable, "scripts/train.py", "--config", "configs/detection_config.yaml", "--task", "detection",
             "--detection-task", "vehicle_detection", "--train-data", data / "scenes" / "train" / "train.txt",
@@ -135,7 +135,7 @@ def offline_run(data, repo_root_run, tmp_path_factory):
             "changed": {k: _changed(before[k], after[k]) for k in before}}
 
 
-# ---------------------------------------------------------------- the guide's command from the repo root
+# ---------------------------------------------------------------- the README's command from the repo root
 
 
 def test_guide_command_from_repo_root(repo_root_run):

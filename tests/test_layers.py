@@ -14,10 +14,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = ["common", "data", "tasks", "inference", "tracking", "pipelines", "reporting", "cli"]
 # Deliberate upward edges, each with its reason (keep this list short).
 EXCEPTIONS = {
-    # The guide puts ConfigManager in src/common, yet the schema it validates against is owned by each task
+    # The documented layout puts ConfigManager in src/common, yet the schema it validates against is owned by each task
     # (src/tasks/<family>/schema.py); it finds them through src.tasks' table, lazily.
     ("src/common/config_manager.py", "tasks"),
-    # StreetScenePipeline is the guide's one Python entry (src/pipelines/pipeline.py): a facade over every
+    # StreetScenePipeline is the one documented Python entry (src/pipelines/pipeline.py): a facade over every
     # command, including the leaderboard.
     ("src/pipelines/pipeline.py", "reporting"),
 }

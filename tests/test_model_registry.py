@@ -1,4 +1,4 @@
-"""ModelRegistry: the guide's API, the file format, concurrency, crash safety, corruption and rebuild/verify."""
+"""ModelRegistry: the documented API, the file format, concurrency, crash safety, corruption and rebuild/verify."""
 
 import csv
 import hashlib

@@ -1,4 +1,4 @@
-"""`street-scene predict` and `street-scene export` end to end (issue 13), on one tiny detection run and one tiny
+"""`street-scene predict` and `street-scene export` end to end, on one tiny detection run and one tiny
 segmentation run trained in this process. The CLI runs in-process (`main([...])`); only what must be seen by
 another program runs in a fresh process: ultralytics loading the exported `.pt` (YOLO(), `yolo predict`,
 `yolo export`)."""

@@ -1,4 +1,4 @@
-"""Bad segmentation input through scripts/train.py and scripts/evaluate.py (issue 5): exit 2, one `error:` line,
+"""Bad segmentation input through scripts/train.py and scripts/evaluate.py: exit 2, one `error:` line,
 no run directory, nothing registered."""
 
 import shutil

@@ -1,4 +1,4 @@
-"""`torchrun --nproc_per_node=2 scripts/train.py --task segmentation ...` on CPU (gloo), as issue 5 asks: one run
+"""`torchrun --nproc_per_node=2 scripts/train.py --task segmentation ...` on CPU (gloo): one run
 directory, one registry entry, one set of files, written by rank 0 only."""
 
 import subprocess

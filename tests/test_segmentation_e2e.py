@@ -1,5 +1,5 @@
-"""End-to-end tests of segmentation (issue 5) through scripts/train.py, scripts/evaluate.py and StreetScenePipeline,
-run exactly as the issue and the user guide call them, on tiny synthetic road scenes on CPU."""
+"""End-to-end tests of segmentation through scripts/train.py, scripts/evaluate.py and StreetScenePipeline,
+run exactly as the README calls them, on tiny synthetic road scenes on CPU."""
 
 import json
 import shutil

@@ -153,7 +153,7 @@ def test_sync_logs_params_history_final_metrics_tags_and_files(env):
     assert local.read_bytes() == (run_dir / "config.yaml").read_bytes()
     assert snapshot(run_dir) == before  # nothing in the run dir was touched
     assert Path(env.client.get_experiment(result.experiment_id).artifact_location).is_relative_to(env.root)
-    with pytest.raises(UserError, match=f"holds run '{RUN_ID}', not 'other_run'"):  # the guide's run_id is checked
+    with pytest.raises(UserError, match=f"holds run '{RUN_ID}', not 'other_run'"):  # the documented run_id is checked
         log_to_mlflow(run_dir, "other_run", tracking_uri=env.uri, experiment=env.experiment)
 
 

@@ -1,4 +1,4 @@
-"""Arguments shared by train, evaluate and check-determinism (the user guide's names).
+"""Arguments shared by train, evaluate and check-determinism (the documented names).
 
 The `--task` choices and the `--<family>-task` options come from src.tasks.TASKS (a dict of module names, so
 this stays instant); subtask names come from the config, so they are checked after it is loaded.

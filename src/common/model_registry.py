@@ -1,4 +1,4 @@
-"""ModelRegistry: the user guide's registry API over a crash-safe, concurrent JSON file.
+"""ModelRegistry: the documented registry API over a crash-safe, concurrent JSON file.
 
 The registry is a derived index: every entry can be rebuilt from its run directory (`build_entry`), so a
 lost or corrupt file is recovered with `rebuild()` / `street-scene registry rebuild`.
@@ -31,7 +31,7 @@ DEFAULT_REGISTRY = Path("registry") / "model_registry.json"
 _TASK_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 MODES = ("max", "min")
 REQUIRED_METADATA = ("pytorch_version", "ultralytics_version", "git_commit")
-# Column order of entries and CSV exports: the guide's fields first, then what users need to trust them.
+# Column order of entries and CSV exports: the documented fields first, then what users need to trust them.
 ENTRY_FIELDS = ("run_id", "task", "config_hash", "checkpoint_path", "metrics", "timestamp", "metadata",
                 "run_dir", "checkpoint_sha256", "config_path", "dataset", "status")
 _PATH_FIELDS = ("checkpoint_path", "run_dir", "config_path")

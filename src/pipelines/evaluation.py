@@ -43,7 +43,7 @@ class EvalRequest:
 
 
 def config_mismatch_lines(cm: ConfigManager, ckpt: Dict[str, Any]) -> List[str]:
-    """The guide's warning plus one `key: checkpoint -> current` line per difference; [] when hashes match."""
+    """The documented `Config hash mismatch!` warning plus one `key: checkpoint -> current` line per difference; [] when hashes match."""
     current = cm.get_config_hash()
     if ckpt["config_hash"] == current:
         return []

@@ -1,4 +1,4 @@
-"""StreetScenePipeline: the Python API of the user guide, over the same code paths as the scripts."""
+"""StreetScenePipeline: the documented Python API (README), over the same code paths as the scripts."""
 
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -62,7 +62,7 @@ class StreetScenePipeline:
     @with_notes_shown
     def leaderboard(self, test_data_path, data_yaml=None, metric: Optional[str] = None, top: Optional[int] = None,
                     registry_path=None, progress: bool = False) -> Dict[str, Any]:
-        """The user guide's batch evaluation in one call: every registered run of this pipeline's subtask evaluated
+        """Batch evaluation in one call: every registered run of this pipeline's subtask evaluated
         on `test_data_path` with its own config and checkpoint, ranked (`rows`: rank, run_id, value, gap, verify,
         ...). Results are cached beside each run, as for `street-scene leaderboard`."""
         from src.common.errors import UserError

@@ -282,7 +282,7 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def display_path(path: Path) -> str:
-    """Relative to the cwd when the run dir is under it (as the guide prints it), else absolute."""
+    """Relative to the cwd when the run dir is under it (as the README shows it), else absolute."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:

@@ -1,6 +1,6 @@
 """Experiment trackers (MLflow, Weights & Biases): sync run directories into them, or log live while training.
 
-The user guide's helpers, doing exactly what `street-scene sync mlflow|wandb RUN` does:
+The documented helpers, doing exactly what `street-scene sync mlflow|wandb RUN` does:
 
     from src.tracking import log_to_mlflow, log_to_wandb
     log_to_mlflow("outputs/20240115_143022_vehicle_detection", "20240115_143022_vehicle_detection")

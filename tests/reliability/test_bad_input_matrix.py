@@ -1,7 +1,7 @@
 """Bad input through the commands users type, as a table: every case exits 2 with exactly one `error:` line, no
 traceback, no run directory, and the registry byte for byte as it was.
 
-Config cases (issue 11: unknown keys, wrong types, non-finite and out-of-range values, in the file and as overrides)
+Config cases (unknown keys, wrong types, non-finite and out-of-range values, in the file and as overrides)
 come first, then data, weights, checkpoints, resume, registry and other commands. All cases run once, a few at a
 time, in a module fixture; each test then checks one result.
 """
@@ -49,7 +49,7 @@ def seg_file(old: str, new: str):
 
 # (case id, command, pattern the one error line must match)
 CASES = [
-    # ---- config file: unknown keys, types, values (issue 11)
+    # ---- config file: unknown keys, types, values
     ("file typo key", det_file("    learning_rate: 0.01", "    learnng_rate: 0.01"),
      r"config .*: unknown config key detection.training.learnng_rate; did you mean detection.training.learning_rate"),
     ("file unknown section", det_file("checkpoint:", "checkpoints:"), r"unknown config key checkpoints"),
