@@ -38,12 +38,13 @@ def write_images(root: Path, count: int, size: int, classes: int):
 
 
 def run_ours(args, items, val_items, model):
-    from src.tasks.segmentation.engine import train_segmentation
+    from src.tasks.segmentation.engine import TrainSettings, train_segmentation
 
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch, lr=0.01, weight_decay=1e-4, optimizer="sgd",
+                             scheduler="poly", crop_size=args.crop, workers=args.workers)
     train_segmentation(model=model, train_items=items, val_items=val_items, num_classes=args.classes,
-                       ignore_index=255, epochs=args.epochs, batch_size=args.batch, lr=0.01, weight_decay=1e-4,
-                       optimizer="sgd", scheduler="poly", crop_size=args.crop, seed=0, device=args.device,
-                       workers=args.workers, on_epoch=lambda *a: None, progress=False)
+                       ignore_index=255, settings=settings, seed=0, device=args.device, on_epoch=lambda *a: None,
+                       progress=False)
 
 
 def run_baseline(args, items, val_items, model):

@@ -17,7 +17,7 @@ def main(data_dir: Path, out_dir: Path) -> None:
 
     from src.common.atomic import atomic_write_text
     from src.common.checkpoint import state_dict_sha256
-    from src.tasks.segmentation.engine import train_segmentation
+    from src.tasks.segmentation.engine import TrainSettings, train_segmentation
     from src.tasks.segmentation.models import build_model
 
     items = [(p, data_dir / "masks" / p.name) for p in sorted((data_dir / "images").glob("*.png"))]
@@ -31,9 +31,9 @@ def main(data_dir: Path, out_dir: Path) -> None:
         atomic_write_text(out_dir / f"on_epoch_rank{rank}_epoch{epoch}_pid{os.getpid()}.json", json.dumps(record))
 
     result = train_segmentation(
-        model=model, train_items=items, val_items=items[:3], num_classes=4, ignore_index=255, epochs=1,
-        batch_size=2, lr=0.01, weight_decay=0.0, optimizer="sgd", scheduler="poly", crop_size=64, seed=3,
-        device="cpu", workers=0, on_epoch=on_epoch, progress=False, class_names=["road", "sky", "car", "sign"])
+        model=model, train_items=items, val_items=items[:3], num_classes=4, ignore_index=255,
+        settings=TrainSettings(epochs=1, batch_size=2, lr=0.01, crop_size=64), seed=3, device="cpu",
+        on_epoch=on_epoch, progress=False, class_names=["road", "sky", "car", "sign"])
     atomic_write_text(out_dir / f"final_rank{rank}.json", json.dumps(
         {"sha256": state_dict_sha256(model.state_dict()), "world_size": result["world_size"]}))
 

@@ -18,7 +18,7 @@ from src.common.atomic import atomic_write_with
 from src.common.errors import UserError
 from src.tasks.segmentation.dataset import SegmentationDataset, make_train_loader, read_mask
 from src.common.checkpoint import state_dict_sha256
-from src.tasks.segmentation.engine import evaluate_segmentation, train_segmentation
+from src.tasks.segmentation.engine import TrainSettings, evaluate_segmentation, train_segmentation
 from src.tasks.segmentation.metrics import SegmentationMetrics
 from src.tasks.segmentation.models import build_model
 from src.tasks.segmentation.progress import ProgressBar
@@ -63,8 +63,9 @@ def train(items, *, seed=0, epochs=1, arch=LRASPP, init_seed=0, on_epoch=None, r
     model = build_model(arch, num_classes=4, weights=None)
     result = train_segmentation(
         model=model, train_items=items[:4], val_items=items[4:], num_classes=4, ignore_index=IGNORE,
-        epochs=epochs, batch_size=2, lr=0.02, weight_decay=1e-4, optimizer="sgd", scheduler="poly",
-        crop_size=64, seed=seed, device="cpu", workers=workers, on_epoch=on_epoch or (lambda *a: None),
+        settings=TrainSettings(epochs=epochs, batch_size=2, lr=0.02, weight_decay=1e-4, optimizer="sgd",
+                               scheduler="poly", crop_size=64, workers=workers),
+        seed=seed, device="cpu", on_epoch=on_epoch or (lambda *a: None),
         resume_state=resume_state, progress=False, class_names=NAMES)
     return model, result
 
@@ -246,9 +247,9 @@ def test_train_rejects_batch_larger_than_data(items):
     torch.manual_seed(0)
     with pytest.raises(UserError, match="fewer than batch_size"):
         train_segmentation(model=build_model(LRASPP, 4, None), train_items=items[:1], val_items=items[1:2],
-                           num_classes=4, ignore_index=IGNORE, epochs=1, batch_size=2, lr=0.01, weight_decay=0.0,
-                           optimizer="sgd", scheduler="poly", crop_size=64, seed=0, device="cpu", workers=0,
-                           on_epoch=lambda *a: None, progress=False)
+                           num_classes=4, ignore_index=IGNORE, settings=TrainSettings(epochs=1, batch_size=2, lr=0.01,
+                                                                                     crop_size=64),
+                           seed=0, device="cpu", on_epoch=lambda *a: None, progress=False)
 
 
 @pytest.mark.slow

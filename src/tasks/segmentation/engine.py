@@ -24,7 +24,7 @@ from src.tasks.segmentation.schema import OPTIMIZERS, SCHEDULERS  # the config s
 from src.tasks.segmentation.state import capture_rng_state, cpu_copy, restore_rng_state
 from src.tasks.segmentation.transforms import TrainAugment
 
-__all__ = ["train_segmentation", "evaluate_segmentation", "OPTIMIZERS", "SCHEDULERS"]
+__all__ = ["train_segmentation", "TrainSettings", "evaluate_segmentation", "OPTIMIZERS", "SCHEDULERS"]
 
 TRAIN_STATE_FORMAT = "segmentation-train-state/1"
 
@@ -90,6 +90,23 @@ def segmentation_loss(logits, masks, ignore_index: int):
 
 
 @dataclass(frozen=True)
+class TrainSettings:
+    """The training hyper-parameters (segmentation.training, and evaluation.batch_size for validation)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    scheduler: str = "poly"
+    crop_size: Union[int, Tuple[int, int]] = (128, 256)
+    scale_range: Tuple[float, float] = (0.5, 2.0)
+    hflip_prob: float = 0.5
+    workers: int = 0
+    eval_batch_size: Optional[int] = None  # default: batch_size
+
+
+@dataclass(frozen=True)
 class Loop:
     """The plain settings every epoch of one call shares."""
 
@@ -102,15 +119,13 @@ class Loop:
     show_progress: bool
 
 
-def train_segmentation(*, model, train_items, val_items, num_classes: int, ignore_index: int, epochs: int,
-                       batch_size: int, lr: float, weight_decay: float, optimizer: str, scheduler: str,
-                       crop_size: Union[int, Tuple[int, int]], seed: int, device: str, workers: int,
+def train_segmentation(*, model, train_items, val_items, num_classes: int, ignore_index: int,
+                       settings: TrainSettings, seed: int, device: str,
                        on_epoch: Callable[[int, dict, Callable[[], dict]], None],
                        resume_state: Optional[dict] = None, progress: bool = True,
-                       class_names: Optional[Sequence[str]] = None,
-                       scale_range: Tuple[float, float] = (0.5, 2.0), hflip_prob: float = 0.5,
-                       stop_after: Optional[int] = None, eval_batch_size: Optional[int] = None) -> dict:
-    """Train `model` in place for `epochs` (continuing from `resume_state` when given); see module docstring.
+                       class_names: Optional[Sequence[str]] = None, stop_after: Optional[int] = None) -> dict:
+    """Train `model` in place for `settings.epochs` (continuing from `resume_state` when given); see module
+    docstring.
 
     `stop_after` ends training after that epoch while every schedule still spans `epochs` (cheap reproduction
     of a run's first epochs). Validation runs at full resolution in batches of `eval_batch_size` (default
@@ -129,17 +144,17 @@ def train_segmentation(*, model, train_items, val_items, num_classes: int, ignor
         raise UserError("segmentation training needs at least one training and one validation image")
     if class_names is not None and len(class_names) != num_classes:
         raise UserError(f"{len(class_names)} class names given for {num_classes} classes; fix the data yaml")
-    crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    s = settings
+    crop = (s.crop_size, s.crop_size) if isinstance(s.crop_size, int) else tuple(s.crop_size)
     ctx = dist_utils.init_distributed(device)
     try:
-        loop = Loop(epochs, batch_size, eval_batch_size or batch_size, seed, workers, ignore_index,
+        loop = Loop(s.epochs, s.batch_size, s.eval_batch_size or s.batch_size, seed, s.workers, ignore_index,
                     progress and ctx.rank == 0)
-        train_set = SegmentationDataset(train_items, TrainAugment(crop, ignore_index, tuple(scale_range),
-                                                                  hflip_prob), seed)
+        train_set = SegmentationDataset(train_items, TrainAugment(crop, ignore_index, tuple(s.scale_range),
+                                                                  s.hflip_prob), seed)
         metrics = SegmentationMetrics(num_classes, ignore_index, class_names, ctx.device)
         with deterministic_mode(torch.device(ctx.device).type) as determinism:
-            result = _fit(ctx, loop, model, train_set, val_items, metrics, optimizer=optimizer, lr=lr,
-                          weight_decay=weight_decay, scheduler=scheduler, on_epoch=on_epoch,
+            result = _fit(ctx, loop, s, model, train_set, val_items, metrics, on_epoch=on_epoch,
                           resume_state=resume_state, stop_after=stop_after)
         return {**result, "determinism": determinism, "world_size": ctx.world_size}
     finally:
@@ -147,8 +162,8 @@ def train_segmentation(*, model, train_items, val_items, num_classes: int, ignor
             dist_utils.cleanup()
 
 
-def _fit(ctx, loop: Loop, model, train_set, val_items, metrics, *, optimizer, lr, weight_decay, scheduler,
-         on_epoch, resume_state, stop_after=None) -> dict:
+def _fit(ctx, loop: Loop, settings: TrainSettings, model, train_set, val_items, metrics, *, on_epoch, resume_state,
+         stop_after=None) -> dict:
     import torch
 
     device = torch.device(ctx.device)
@@ -157,8 +172,8 @@ def _fit(ctx, loop: Loop, model, train_set, val_items, metrics, *, optimizer, lr
     if per_rank < loop.batch_size:
         raise UserError(f"{len(train_set)} training images over {ctx.world_size} process(es) give {per_rank} per "
                         f"process, fewer than batch_size={loop.batch_size}; lower batch_size or add images")
-    opt = build_optimizer(optimizer, model.parameters(), lr, weight_decay)
-    sched = build_scheduler(scheduler, opt, total_steps=loop.epochs * (per_rank // loop.batch_size))
+    opt = build_optimizer(settings.optimizer, model.parameters(), settings.lr, settings.weight_decay)
+    sched = build_scheduler(settings.scheduler, opt, total_steps=loop.epochs * (per_rank // loop.batch_size))
     book = {"start": 0, "history": [], "best_epoch": None, "best_metric": -math.inf}
     if resume_state is not None:
         _restore(resume_state, model, opt, sched, book, loop.seed, ctx)

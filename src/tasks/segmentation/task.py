@@ -54,13 +54,15 @@ def _items(split) -> list:
     return list(zip(split.images, split.masks))
 
 
-def _training_args(config: Dict[str, Any]) -> Dict[str, Any]:
+def _settings(config: Dict[str, Any]):
+    from src.tasks.segmentation.engine import TrainSettings
+
     t = section(config, "segmentation", "training")
-    return {"epochs": t["epochs"], "batch_size": t["batch_size"], "lr": t["learning_rate"],
-            "weight_decay": t["weight_decay"], "optimizer": t["optimizer"], "scheduler": t["scheduler"],
-            "crop_size": tuple(t["crop_size"]), "workers": t["workers"], "scale_range": tuple(t["scale_range"]),
-            "hflip_prob": t["hflip_prob"],
-            "eval_batch_size": section(config, "segmentation", "evaluation")["batch_size"]}
+    return TrainSettings(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["learning_rate"],
+                         weight_decay=t["weight_decay"], optimizer=t["optimizer"], scheduler=t["scheduler"],
+                         crop_size=tuple(t["crop_size"]), workers=t["workers"], scale_range=tuple(t["scale_range"]),
+                         hflip_prob=t["hflip_prob"],
+                         eval_batch_size=section(config, "segmentation", "evaluation")["batch_size"])
 
 
 def _model_spec(config: Dict[str, Any], names: List[str], ignore_index: int) -> Dict[str, Any]:
@@ -86,7 +88,7 @@ def _weights(config: Dict[str, Any]) -> Optional[Path]:
 
 def total_epochs(config: Dict[str, Any]) -> int:
     """Epochs the config trains for (resume uses it to refuse continuing a run that already finished)."""
-    return int(_training_args(config)["epochs"])
+    return int(section(config, "segmentation", "training")["epochs"])
 
 
 def prepare_train(config, subtask, train_data, val_data, data_yaml, device: str = "cpu") -> PreparedData:
@@ -114,7 +116,7 @@ def train(ctx) -> TrainOutcome:
 
     names, ignore = ctx.data.names, ctx.data.extras["ignore_index"]
     spec = _model_spec(ctx.config, names, ignore)
-    args = _training_args(ctx.config)
+    settings = _settings(ctx.config)
     model = build_model(spec["architecture"], len(names), _weights(ctx.config))
     resume_state = None
     if ctx.resume is not None:
@@ -123,12 +125,12 @@ def train(ctx) -> TrainOutcome:
 
     def on_epoch(epoch: int, metrics: Dict[str, Any], get_train_state) -> None:
         ctx.log_epoch(epoch, metrics)
-        note(_epoch_line(epoch, args["epochs"], metrics))  # the run's train.log records progress
+        note(_epoch_line(epoch, settings.epochs, metrics))  # the run's train.log records progress
         value = metrics.get(BEST_METRIC)
         is_best = value is not None and value == value and (best["value"] is None or value > best["value"])
         if is_best:
             best["value"] = value
-        last = epoch == args["epochs"] or epoch == ctx.stop_after_epoch
+        last = epoch == settings.epochs or epoch == ctx.stop_after_epoch
         if not ctx.should_save(epoch, is_best, last):
             return
         state = get_train_state()
@@ -138,7 +140,7 @@ def train(ctx) -> TrainOutcome:
     result = train_segmentation(model=model, train_items=_items(ctx.data.splits["train"]),
                                 val_items=_items(ctx.data.splits["val"]), num_classes=len(names), ignore_index=ignore,
                                 seed=ctx.seed, device=ctx.device, on_epoch=on_epoch, resume_state=resume_state,
-                                class_names=names, stop_after=ctx.stop_after_epoch, **args)
+                                class_names=names, stop_after=ctx.stop_after_epoch, settings=settings)
     # The loop's own history (every process has it, resumed epochs included), under metrics.csv's names.
     history = [{"epoch": i + 1, **row} for i, row in enumerate(result["history"])]
     return TrainOutcome(metrics=result_metrics(history, result["best_epoch"]),
