@@ -159,3 +159,24 @@ def test_commands_do_not_import_torch():
     code = ("import sys, src.cli.report_cmd, src.cli.leaderboard_cmd, src.reporting.report_data, "
             "src.reporting.leaderboard; assert 'torch' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True).returncode == 0
+
+
+def test_run_directories_read_in_worker_processes_give_the_same_report(tmp_path, monkeypatch):
+    import src.reporting.report_data as report_data
+
+    outputs = tmp_path / "outputs"
+    dirs = [write_run(outputs, f"20250101_00000{i}_r{i}", lr=0.01 * (i + 1), best=0.1 * i, exports=i == 2)
+            for i in range(5)]
+    registry = write_registry(tmp_path, dirs)
+    (outputs / "20250101_000003_r3" / "metrics.csv").unlink()  # a problem line must survive the trip too
+
+    def without_clock(report):
+        return {k: v for k, v in report.items() if k != "generated_at"}
+
+    monkeypatch.setattr(report_data, "_PARALLEL_FROM", 10**9)
+    serial = report_data.collect_report(registry)
+    monkeypatch.setattr(report_data, "_PARALLEL_FROM", 2)
+    parallel = report_data.collect_report(registry)
+    assert without_clock(parallel) == without_clock(serial)
+    assert [r["id"] for r in parallel["runs"]] == [d.name for d in dirs]
+    assert any(r["problems"] for r in parallel["runs"])

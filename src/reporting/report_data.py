@@ -7,7 +7,9 @@ is a `problems` line of that run. Only the registry itself being unreadable stop
 import hashlib
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -22,6 +24,8 @@ VERSION_KEYS = ("python_version", "pytorch_version", "torchvision_version", "ult
 HOST_KEYS = ("device", "cpu_model", "num_threads", "hostname", "os", "world_size")
 RANK_METRIC = "best_val_metric"  # every task's registry metric that chose best_model.pth (higher is better)
 _HASH_THREADS = 4  # hashlib releases the GIL: checkpoints hash in parallel
+# Reading run directories is YAML parsing (CPU, under the GIL): above this many runs it is spread over processes.
+_PARALLEL_FROM = 64
 
 
 def collect_report(registry_path: Optional[Path] = None, subtask: Optional[str] = None) -> Dict[str, Any]:
@@ -38,7 +42,7 @@ def collect_report(registry_path: Optional[Path] = None, subtask: Optional[str] 
             raise UserError(f"no runs of subtask {subtask!r} in registry {registry.path}; it holds "
                             f"{', '.join(present)}")
     shas = _checkpoint_hashes(entries)
-    runs = [_run_record(entry, shas.get(entry["checkpoint_path"])) for entry in entries]
+    runs = _run_records([(entry, shas.get(entry["checkpoint_path"])) for entry in entries])
     subtasks = _subtasks(runs)
     for group in subtasks:
         _add_config_diffs([r for r in runs if r["subtask"] == group["name"]], group["best_run"])
@@ -87,6 +91,20 @@ def _sha256_or_none(path: str) -> Optional[str]:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return None
+
+
+def _run_records(jobs: List[tuple]) -> List[Dict[str, Any]]:
+    """_run_record for each (entry, sha), in order; in forked worker processes when there are many (the records
+    are plain dicts this code built, sent back to the parent)."""
+    workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if len(jobs) < _PARALLEL_FROM or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_run_record(entry, sha) for entry, sha in jobs]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_run_record_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+
+
+def _run_record_job(job: tuple) -> Dict[str, Any]:
+    return _run_record(*job)
 
 
 def _run_record(entry: Dict[str, Any], sha: Optional[str]) -> Dict[str, Any]:
