@@ -25,6 +25,7 @@ from src.common.writable import check_writable
 from src.pipelines.context import TrainContext
 from src.pipelines.job import Job, open_job, resolve_device
 from src.pipelines.resume import ResumePoint
+from src.tasks.contract import PreparedData
 
 
 @dataclass
@@ -58,13 +59,13 @@ class TrainResult:
 
 
 @dataclass
-class _Plan:
+class RunPlan:
     """Everything resolved and checked before the run directory exists."""
 
     request: TrainRequest
     job: Job
     device: str
-    data: Dict[str, Any]
+    data: PreparedData
     resume: Optional[ResumePoint]  # when continuing a run
     tracking: bool
     registry: Any = None  # ModelRegistry on the writing process, None elsewhere
@@ -90,7 +91,7 @@ def train(request: TrainRequest, registry=None) -> TrainResult:
             distributed.cleanup()
 
 
-def _plan(request: TrainRequest) -> _Plan:
+def _plan(request: TrainRequest) -> RunPlan:
     """Validate config, subtask, device, data, weights and resume target; nothing is written."""
     if request.run_name is not None:
         validate_run_name(request.run_name)
@@ -111,7 +112,7 @@ def _plan(request: TrainRequest) -> _Plan:
     from src.tracking.live import live_settings
 
     trackers = live_settings(job.config, mlflow=request.mlflow, wandb=request.wandb)  # bad tracking config fails now
-    return _Plan(request=request, job=job, device=device, data=data, resume=resume,
+    return RunPlan(request=request, job=job, device=device, data=data, resume=resume,
                  tracking=any(t.enabled for t in trackers))
 
 
@@ -124,7 +125,7 @@ def _writable_registry(registry, request: TrainRequest):
     return registry
 
 
-def _run(plan: _Plan) -> TrainResult:
+def _run(plan: RunPlan) -> TrainResult:
     """Create (or reopen) the run dir and hold its lock while training: a second `--resume` of a live run is
     refused, and a run whose process died is recognisable as stale (see src.common.run_liveness)."""
     from src.common import distributed
@@ -151,7 +152,7 @@ def _run(plan: _Plan) -> TrainResult:
                 lock.release()
 
 
-def _train_in_run_dir(plan: _Plan, run_id: str, run_dir: Path) -> TrainResult:
+def _train_in_run_dir(plan: RunPlan, run_id: str, run_dir: Path) -> TrainResult:
     from src.common.run_log import tee_output
     from src.common.seeding import seed_everything
 
@@ -215,7 +216,7 @@ def register_completed(registry, run_dir: Path) -> None:
                              "run `street-scene registry rebuild` to add it") from exc
 
 
-def _open_run(run_dir: Path, run_id: str, plan: _Plan) -> Dict[str, Any]:
+def _open_run(run_dir: Path, run_id: str, plan: RunPlan) -> Dict[str, Any]:
     if plan.resume is None:
         return _start_run(run_dir, run_id, plan)
     from src.pipelines.resume import reopen_run
@@ -223,7 +224,7 @@ def _open_run(run_dir: Path, run_id: str, plan: _Plan) -> Dict[str, Any]:
     return reopen_run(run_dir, plan.resume.checkpoint, plan.job.cm, " ".join(sys.argv))
 
 
-def _start_run(run_dir: Path, run_id: str, plan: _Plan) -> Dict[str, Any]:
+def _start_run(run_dir: Path, run_id: str, plan: RunPlan) -> Dict[str, Any]:
     from src.common.seeding import determinism_settings
 
     request, cm, subtask, data = plan.request, plan.job.cm, plan.job.subtask, plan.data
