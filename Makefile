@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml requirements.lock | $(PY)
 
 install: $(STAMP)
 
+# Two workers, each taking whole test files (module fixtures such as a shared training run are built once).
+TEST_WORKERS ?= 2
+
 test: install chromium
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The fast tier for the edit-test loop: no training (tests marked slow are left out); `make test` runs everything.
 check: install
