@@ -108,53 +108,22 @@ def epoch_of_checkpoint(path: Path) -> int:
 
 @dataclass(frozen=True)
 class RunDir:
-    """One run directory: where each of its files is, and how the shared ones are read and written."""
+    """One run directory, and how the files several modules read (config, metrics, text files) are read."""
 
     path: Path
-
-    @property
-    def run_id(self) -> str:
-        return self.path.name
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def metadata(self) -> Path:
-        return self.path / METADATA_FILE
 
     @property
     def metrics(self) -> Path:
         return self.path / METRICS_FILE
 
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.path / BEST_CHECKPOINT
-
-    def epoch_checkpoint(self, epoch: int) -> Path:
-        return self.path / epoch_checkpoint_name(epoch)
-
-    def epoch_checkpoints(self) -> List[Path]:
-        """`checkpoint_epoch_<n>.pth` files present, by epoch."""
-        found = [p for p in self.path.glob("checkpoint_epoch_*.pth") if epoch_of_checkpoint(p) >= 1]
-        return sorted(found, key=epoch_of_checkpoint)
-
     def read_config(self) -> Dict[str, Any]:
         from src.common.yaml_io import load_yaml
 
-        config = load_yaml(self.config)
+        path = self.path / CONFIG_FILE
+        config = load_yaml(path)
         if not isinstance(config, dict):
-            raise UserError(f"{self.config} is not a mapping; the run directory is damaged")
+            raise UserError(f"{path} is not a mapping; the run directory is damaged")
         return config
-
-    def read_metadata(self) -> Dict[str, Any]:
-        from src.common.metadata import read_metadata
-
-        return read_metadata(self.path)
 
     def read_metrics(self) -> List[Dict[str, Any]]:
         return read_metrics_csv(self.metrics)
