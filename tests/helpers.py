@@ -35,3 +35,18 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     argv = [sys.executable, "-m", "src.cli.main", *map(str, args)]
     return subprocess.run(argv, cwd=cwd or REPO_ROOT, env=subprocess_env(env), capture_output=True,
                           text=True, timeout=timeout)
+
+
+def start_until_ready(code: str, *args, ready: Path, timeout: float = 60.0) -> subprocess.Popen:
+    """Run `python -c code *args` from the repo root and return once it has created the file `ready` (a child
+    paused at the moment a test wants to kill it); fails the test if the child dies first or is too slow."""
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=REPO_ROOT, env=subprocess_env(),
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return proc

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, start_until_ready, subprocess_env
 from src.common.config_manager import compute_config_hash
 from src.common.errors import RegistryCorruptError, UserError
 from src.common.model_registry import ModelRegistry, build_entry
@@ -568,13 +568,7 @@ def test_writer_killed_mid_write_leaves_the_previous_valid_file(registry, reg_pa
     registry.register_many([make_entry("a"), make_entry("b")])
     before = reg_path.read_bytes()
     ready = tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(reg_path), str(ready)], cwd=REPO_ROOT,
-                            env=subprocess_env(), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = start_until_ready(KILLED_WRITER, reg_path, ready, ready=ready)
     partial = [p for p in reg_path.parent.iterdir() if p.name.endswith(".tmp")]
     assert len(partial) == 1 and 0 < partial[0].stat().st_size  # it really was half-way through a write
     os.kill(proc.pid, signal.SIGKILL)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, start_until_ready, subprocess_env
 from src.common import registry_format, registry_index, registry_splice, registry_store
 from src.common.errors import RegistryCorruptError
 from src.common.model_registry import ModelRegistry, normalize_entry
@@ -350,13 +350,7 @@ def test_killed_between_the_json_and_the_index(reg_path, tmp_path, where):
         st = reg_path.stat()  # a reader seals an index only of a file last written before it started reading
         os.utime(reg_path, ns=(st.st_atime_ns, st.st_mtime_ns - 10 ** 9 + 1))
     ready = tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-c", HANG, str(reg_path), str(ready), where], cwd=REPO_ROOT,
-                            env=subprocess_env(), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = start_until_ready(HANG, reg_path, ready, where, ready=ready)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=10)
     json.loads(reg_path.read_text())  # a valid array at every moment
