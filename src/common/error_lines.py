@@ -33,6 +33,13 @@ def run_command(run, args) -> int:
             return int(run(args) or 0)
     except UserError as exc:
         return _fail(f"error: {exc}", exc.exit_code, debug)
+    except BrokenPipeError as exc:
+        if exc.filename is not None:  # a named pipe we opened, not our output
+            return _fail(os_error_line(exc), 2, debug)
+        # Whoever read our output stopped early (`| head`): like any Unix tool, stop quietly. Point stdout at
+        # /dev/null so that the interpreter's final flush does not print a second error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # what a shell reports for a process killed by SIGPIPE
     except OSError as exc:  # disk full, read-only, a file where a folder should be: the user can fix these
         return _fail(os_error_line(exc), 2, debug)
     except RunInterrupted as exc:  # SIGTERM/SIGHUP: a run in progress was marked failed on the way out
