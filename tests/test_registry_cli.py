@@ -250,3 +250,41 @@ def test_runs_lists_states_and_finalize_marks_an_unfinished_stale_run_failed(tra
     assert not list(dead.glob(".*.tmp"))
     with pytest.raises(UserError, match="is failed; only a stale run"):
         runs_cmd.run(parser.parse_args(["finalize", dead.name]))
+
+
+@pytest.mark.slow
+def test_a_command_builds_only_its_own_parser():
+    """`street-scene registry ...` imports no other command (all fifteen cost ~50 ms of every call)."""
+    code = ("import sys\nfrom src.cli.main import main\nrc = main(sys.argv[1:])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('src.cli.') and m.endswith('_cmd')))\n")
+    proc = subprocess.run([sys.executable, "-c", code, "registry", "list", "--registry", "none.json"], cwd=REPO_ROOT,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "['src.cli.registry_cmd']"
+
+
+def test_metrics_column_is_cut_to_one_short_line(trained, capsys):
+    registry = ModelRegistry()
+    entry = registry.get_entry("20240101_000000_a")
+    entry.update(run_id="wide", metrics={f"metric_{i}": i / 3 for i in range(10)})
+    registry.register(entry)
+    assert cli("list", "--task", TASK) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("wide "))
+    column = row.split("  ")[-1]
+    assert column == "metric_0=0 metric_1=0.3333 metric_2=0.6667 metric_3=1 met..."
+    assert len(column) == 60
+
+
+@pytest.mark.slow
+def test_output_cut_short_by_the_reader_ends_quietly(trained, isolated_env):
+    """`street-scene registry list | head`: no `error: Broken pipe` line, the shell's SIGPIPE status."""
+    registry = ModelRegistry()
+    template = registry.get_entry("20240101_000000_a")
+    registry.register_many([{**template, "run_id": f"many_{i:04d}"} for i in range(2000)])  # > a pipe's 64 KiB
+    proc = subprocess.Popen([sys.executable, "-m", "src.cli.main", "registry", "list"], cwd=REPO_ROOT,
+                            env=subprocess_env({"STREET_SCENE_REGISTRY": str(registry.path)}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().split()[0] == b"RUN_ID"
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b""

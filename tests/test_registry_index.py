@@ -24,7 +24,7 @@ from helpers import REPO_ROOT, start_until_ready, subprocess_env
 from src.common import registry_format, registry_index, registry_splice, registry_store
 from src.common.errors import RegistryCorruptError
 from src.common.model_registry import ModelRegistry, normalize_entry
-from src.common.registry_format import best_entry, decode_registry, dump_entry
+from src.common.registry_format import best_entry, decode_registry, dump_entry, metrics_line
 from src.common.registry_index import identity_of, index_path, open_index
 from src.common.registry_store import SUMMARY_FIELDS
 
@@ -66,6 +66,7 @@ def answers(path: Path, entries) -> dict:
         "best": [ask(lambda r: r.find_best_entry_by_metric(t, n, m)) for t in tasks for n in names
                  for m in ("max", "min")],
         "summaries": [ask(lambda r: r.list_summaries(t)) for t in [None, *tasks]],
+        "short summaries": [ask(lambda r: r.list_summaries(t, metrics=False)) for t in [None, *tasks]],
     }
 
 
@@ -79,8 +80,11 @@ def expected(path: Path) -> dict:
         "task": [[e for e in entries if e["task"] == t] for t in tasks],
         "hash": [[e for e in entries if e["config_hash"] == h] for h in hashes],
         "best": [best_entry(entries, t, n, m) for t in tasks for n in names for m in ("max", "min")],
-        "summaries": [[{k: e.get(k) for k in SUMMARY_FIELDS} for e in entries if t in (None, e["task"])]
-                      for t in [None, *tasks]],
+        "summaries": [[{**{k: e.get(k) for k in SUMMARY_FIELDS}, "metrics_line": metrics_line(e["metrics"])}
+                       for e in entries if t in (None, e["task"])] for t in [None, *tasks]],
+        "short summaries": [[{**{k: e.get(k) for k in SUMMARY_FIELDS if k != "metrics"},
+                             "metrics_line": metrics_line(e["metrics"])}
+                            for e in entries if t in (None, e["task"])] for t in [None, *tasks]],
     }
 
 

@@ -72,12 +72,14 @@ def _registry(args):
 
 
 def _list(args) -> int:
+    from src.common.registry_format import format_value
+
     registry = _registry(args)
     if args.json:  # whole entries
         entries = _checked("list", registry.find_entries_by_task, args.task) if args.task is not None \
             else registry.list_entries()
     else:  # what the table shows, from the index: no whole entry is read
-        entries = _checked("list", registry.list_summaries, args.task)
+        entries = _checked("list", registry.list_summaries, args.task, metrics=bool(args.sort))
     if args.sort:
         entries = _sorted_by_metric(entries, args.sort, args.mode)
     if args.json:
@@ -90,16 +92,18 @@ def _list(args) -> int:
         ["METRICS"]
     if args.sort:
         rows = [(e["run_id"], e["task"], e["status"] or "-", e["timestamp"][:19], e["config_hash"],
-                 _fmt(e["metrics"].get(args.sort)), _metrics_text(e["metrics"])) for e in entries]
+                 format_value(e["metrics"].get(args.sort)), e["metrics_line"]) for e in entries]
     else:
         rows = [(e["run_id"], e["task"], e["status"] or "-", e["timestamp"][:19], e["config_hash"],
-                 _metrics_text(e["metrics"])) for e in entries]
+                 e["metrics_line"]) for e in entries]
     print(format_table(headers, rows))
     print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} in {registry.path}")
     return 0
 
 
 def _best(args) -> int:
+    from src.common.registry_format import format_value
+
     registry = _registry(args)
     entry = _checked("best", registry.find_best_entry_by_metric, task=args.task, metric_name=args.metric,
                      mode=args.mode)
@@ -109,7 +113,7 @@ def _best(args) -> int:
     if args.json:
         print(json.dumps(entry, indent=2, ensure_ascii=False))
     else:
-        print(f"run_id:     {entry['run_id']}\n{args.metric}: {_fmt(entry['metrics'][args.metric])}\n"
+        print(f"run_id:     {entry['run_id']}\n{args.metric}: {format_value(entry['metrics'][args.metric])}\n"
               f"checkpoint: {entry['checkpoint_path']}\nconfig:     {entry.get('config_path') or '-'}")
     return 0
 
@@ -118,6 +122,7 @@ def _show(args) -> int:
     from pathlib import Path
 
     from src.common.errors import UserError
+    from src.common.registry_format import format_value, metrics_line
     from src.inference.exports_record import read_exports
 
     registry = _registry(args)
@@ -132,12 +137,12 @@ def _show(args) -> int:
         return 0
     print(f"run_id:     {entry['run_id']}\ntask:       {entry['task']}\nconfig:     {entry['config_hash']}\n"
           f"checkpoint: {entry['checkpoint_path']}\nsha256:     {entry.get('checkpoint_sha256') or '-'}\n"
-          f"metrics:    {_metrics_text(entry['metrics'])}")
+          f"metrics:    {metrics_line(entry['metrics'])}")
     if not exports:
         print("exports:    none (street-scene export --checkpoint RUN_ID --format onnx)")
         return 0
     rows = [(e.get("format", "-"), e.get("created_at", "-"), "dynamic" if e.get("dynamic") else
-             "x".join(map(str, e.get("imgsz") or [])), _fmt((e.get("parity") or {}).get("max_rel_diff")),
+             "x".join(map(str, e.get("imgsz") or [])), format_value((e.get("parity") or {}).get("max_rel_diff")),
              e.get("path", "-")) for e in exports]
     print(format_table(["FORMAT", "CREATED", "INPUT", "PARITY_REL", "PATH"], rows))
     return 0
@@ -202,24 +207,6 @@ def _sorted_by_metric(entries, metric, mode):
         return (not usable, (-value if mode == "max" else value) if usable else 0, e["timestamp"], e["run_id"])
 
     return sorted(entries, key=key)
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _metrics_text(metrics: dict, limit: int = 60) -> str:
-    text = ""
-    for k, v in metrics.items():  # only as much as shows: a table of 10,000 runs formats every row
-        text += f" {k}=" if text else f"{k}="
-        if len(text) > limit:  # cut off before the value: no need to format it
-            return text[: limit - 3] + "..."
-        text += f"{v:.4g}" if type(v) is float else _fmt(v)
-        if len(text) > limit:
-            return text[: limit - 3] + "..."
-    return text
 
 
 def format_table(headers, rows) -> str:

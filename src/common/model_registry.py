@@ -100,10 +100,11 @@ class ModelRegistry:
         """Every entry, in registration order (copies: changing them does not change the registry)."""
         return self._store.entries()
 
-    def list_summaries(self, task: Optional[str] = None) -> List[dict]:
-        """run_id, task, status, timestamp, config_hash and metrics of every entry (of `task`), in order: what a
-        table of runs shows, answered from the index without reading whole entries."""
-        return self._store.summaries(None if task is None else _check_task(task))
+    def list_summaries(self, task: Optional[str] = None, *, metrics: bool = True) -> List[dict]:
+        """run_id, task, status, timestamp, config_hash, metrics_line (the metrics as one short line) and, unless
+        `metrics` is False, metrics of every entry (of `task`), in order: what a table of runs shows, answered
+        from the index without reading whole entries."""
+        return self._store.summaries(None if task is None else _check_task(task), metrics)
 
     def get_entry(self, run_id: str) -> Optional[dict]:
         return self._store.get(_check_run_id(run_id))

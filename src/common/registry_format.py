@@ -275,6 +275,27 @@ def dump_entry(entry: dict) -> bytes:
     return json.dumps(entry, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
+def metrics_line(metrics: dict, limit: int = 60) -> str:
+    """An entry's metrics as one `name=value` line cut to `limit` characters: the METRICS column of
+    `registry list`, kept in the index (change it, bump the index's SCHEMA_VERSION)."""
+    text = ""
+    for k, v in metrics.items():  # only as much as shows: a table of 10,000 runs formats every row
+        text += f" {k}=" if text else f"{k}="
+        if len(text) > limit:  # cut off before the value: no need to format it
+            return text[: limit - 3] + "..."
+        text += f"{v:.4g}" if type(v) is float else format_value(v)
+        if len(text) > limit:
+            return text[: limit - 3] + "..."
+    return text
+
+
+def format_value(value) -> str:
+    """A metric value as tables show it: 4 significant digits for floats, `-` for a missing one."""
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def metric_value(entry: dict, name: str):
     """The entry's metric `name` if it can rank (an int or a finite float, never a bool), else None."""
     value = entry["metrics"].get(name)

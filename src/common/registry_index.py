@@ -28,7 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-SCHEMA_VERSION = 2
+from src.common.registry_format import metrics_line
+
+SCHEMA_VERSION = 3  # 3: entries.metrics_line
 _EDGE = 64  # bytes of the file's head and tail kept in the identity
 _EXACT = 2 ** 53  # larger ints do not compare exactly with floats in SQLite: such metrics are ranked in Python
 _COARSE_CLOCK = 5  # Linux CLOCK_REALTIME_COARSE: the clock the kernel stamps files with (or below it)
@@ -40,7 +42,7 @@ CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 1), version 
     body_end INTEGER NOT NULL, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (pos INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, task TEXT NOT NULL,
     config_hash TEXT NOT NULL, timestamp TEXT NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
-    status TEXT, metrics TEXT NOT NULL);
+    status TEXT, metrics TEXT NOT NULL, metrics_line TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS entries_by_task ON entries (task, pos);
 CREATE INDEX IF NOT EXISTS entries_by_config ON entries (config_hash, pos);
 CREATE TABLE IF NOT EXISTS metric_keys (id INTEGER PRIMARY KEY, task TEXT NOT NULL, name TEXT NOT NULL,
@@ -272,9 +274,11 @@ class Index:
         assert column in ("run_id", "task", "config_hash")
         return self._q(f"SELECT run_id, offset, length FROM entries WHERE {column} = ? ORDER BY pos", (value,))
 
-    def summaries(self, task: Optional[str]) -> List[tuple]:
-        """(run_id, task, status, timestamp, config_hash, metrics JSON) of every entry (of `task`), in order."""
-        columns = "SELECT run_id, task, status, timestamp, config_hash, metrics FROM entries"
+    def summaries(self, task: Optional[str], metrics: bool) -> List[tuple]:
+        """(run_id, task, status, timestamp, config_hash, metrics line[, metrics JSON]) of every entry (of `task`),
+        in order."""
+        columns = "SELECT run_id, task, status, timestamp, config_hash, metrics_line" + (", metrics" if metrics else "") \
+            + " FROM entries"
         if task is None:
             return self._q(columns + " ORDER BY pos")
         return self._q(columns + " WHERE task = ? ORDER BY pos", (task,))
@@ -304,9 +308,10 @@ class Index:
 
     def add(self, positioned: List[Tuple[int, dict]], spans: List[Tuple[int, int]]) -> None:
         dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
-        self._many("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._many("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    [(pos, e["run_id"], e["task"], e["config_hash"], e["timestamp"], off, length, e.get("status"),
-                     dumps(e["metrics"])) for (pos, e), (off, length) in zip(positioned, spans)])
+                     dumps(e["metrics"]), metrics_line(e["metrics"]))
+                    for (pos, e), (off, length) in zip(positioned, spans)])
         self._many("INSERT OR IGNORE INTO metrics VALUES (?, ?, ?)", self._metric_rows(positioned))
 
     def drop(self, pos: int, entry: dict) -> None:
