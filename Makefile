@@ -21,7 +21,7 @@ install: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: install chromium
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 # The fast tier for the edit-test loop: no training (tests marked slow are left out); `make test` runs everything.
 check: install
