@@ -277,8 +277,8 @@ class Index:
     def summaries(self, task: Optional[str], metrics: bool) -> List[tuple]:
         """(run_id, task, status, timestamp, config_hash, metrics line[, metrics JSON]) of every entry (of `task`),
         in order."""
-        columns = "SELECT run_id, task, status, timestamp, config_hash, metrics_line" + (", metrics" if metrics else "") \
-            + " FROM entries"
+        extra = ", metrics" if metrics else ""
+        columns = f"SELECT run_id, task, status, timestamp, config_hash, metrics_line{extra} FROM entries"
         if task is None:
             return self._q(columns + " ORDER BY pos")
         return self._q(columns + " WHERE task = ? ORDER BY pos", (task,))
