@@ -283,7 +283,7 @@ def metrics_line(metrics: dict, limit: int = 60) -> str:
         text += f" {k}=" if text else f"{k}="
         if len(text) > limit:  # cut off before the value: no need to format it
             return text[: limit - 3] + "..."
-        text += f"{v:.4g}" if type(v) is float else format_value(v)
+        text += format_value(v)
         if len(text) > limit:
             return text[: limit - 3] + "..."
     return text

@@ -78,9 +78,9 @@ class RegistryStore:
                 rows = [(*r[:6], m) for r, m in zip(rows, values)]
             return [dict(zip(fields, r)) for r in rows]
 
-        def slow(entries):
-            return [{**{k: copy_json(e.get(k)) for k in fields[:5]}, "metrics_line": metrics_line(e["metrics"]),
-                     **({"metrics": copy_json(e["metrics"])} if metrics else {})}
+        def slow(entries):  # the index's row, from the entry (zip leaves `metrics` out when not asked for)
+            return [dict(zip(fields, (e["run_id"], e["task"], e.get("status"), e["timestamp"], e["config_hash"],
+                                      metrics_line(e["metrics"]), copy_json(e["metrics"]))))
                     for e in entries if task is None or e["task"] == task]
 
         return self._read(fast, slow)
