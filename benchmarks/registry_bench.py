@@ -251,8 +251,8 @@ def measure_mlflow(n: int, tmp: Path, args, res: dict) -> None:
     best_reps = args.mlflow_repeats if n <= 1000 else (3 if n <= 10_000 else 1)  # seconds each at 10k
     new, info = fresh("mlflow", "best", db, best_reps, timeout=cap)
     slow = new is None or max(new) > 60_000  # warm repeats would take minutes: measured once, not repeated
-    res["find_best"].update(mlflow_new=new, mlflow_warm=None if slow else warm("mlflow", "best", db, best_reps,
-                                                                            timeout=cap),
+    warm_ms = None if slow else warm("mlflow", "best", db, best_reps, timeout=cap)
+    res["find_best"].update(mlflow_new=new, mlflow_warm=warm_ms,
                             mlflow_cap=cap, mlflow_setup=info.get("setup_ms"))
 
 

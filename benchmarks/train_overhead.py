@@ -202,8 +202,9 @@ class Bench:
             self._record("train", "raw", measured)
 
     def ours_eval(self, tag: str, measure=True, extra=()):
-        argv = [sys.executable, *extra, "scripts/evaluate.py", "--config", CONFIG, "--task", "detection", "--detection-task",
-                SUBTASK, "--test-data", str(Path(self.data["splits"]["test"]).parent), "--data-yaml", DATA_YAML,
+        argv = [sys.executable, *extra, "scripts/evaluate.py", "--config", CONFIG, "--task", "detection",
+                "--detection-task", SUBTASK, "--test-data", str(Path(self.data["splits"]["test"]).parent),
+                "--data-yaml", DATA_YAML,
                 "--checkpoint", str(self.last_run_dir / "best_model.pth"), "--json"]
         argv += [x for o in overrides(self.args) for x in ("--config-override", o)]
         log = self.root / f"{tag}.log"

@@ -469,7 +469,7 @@ def test_rebuild_uses_the_output_dir_env_and_reports_dropped_entries(isolated_en
     assert report.outputs_dir == isolated_env / "outputs" and report.moved_aside is None
     assert report.dropped == ["registered_by_hand"]
     assert [e["run_id"] for e in registry.list_entries()] == ["20240101_000000_a", "20240102_000000_b",
-                                                               "20240103_000000_c"]
+                                                              "20240103_000000_c"]
     assert registry.path.with_name("model_registry.json.bak").read_bytes() == before
 
 
@@ -608,7 +608,7 @@ def test_rebuild_skips_a_run_whose_checkpoint_points_outside_it(tmp_path, regist
     make_run_dir(outputs, "20240101_000000_good")
     evil = make_run_dir(outputs, "20240102_000000_evil")
     meta = (evil / "metadata.yaml").read_text().replace("checkpoint: best_model.pth",
-                                                       f"checkpoint: {json.dumps(checkpoint)}")
+                                                        f"checkpoint: {json.dumps(checkpoint)}")
     (evil / "metadata.yaml").write_text(meta)
     with pytest.raises(UserError, match="is not a file name inside the run directory"):
         build_entry(evil)

@@ -85,7 +85,8 @@ def test_train_refuses_unknown_segmentation_task(ws, tmp_path):
     args = train_args("bad")
     args[args.index("--segmentation-task") + 1] = "lane_detection"
     proc = run_script("train.py", *args, cwd=ws, env=env_for(tmp_path))
-    assert_refused(proc, "unknown subtask 'lane_detection' for --task segmentation; choose one of road_scene_segmentation",
+    assert_refused(proc,
+                   "unknown subtask 'lane_detection' for --task segmentation; choose one of road_scene_segmentation",
                    tmp_path)
 
 

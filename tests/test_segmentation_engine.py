@@ -247,8 +247,8 @@ def test_train_rejects_batch_larger_than_data(items):
     torch.manual_seed(0)
     with pytest.raises(UserError, match="fewer than batch_size"):
         train_segmentation(model=build_model(LRASPP, 4, None), train_items=items[:1], val_items=items[1:2],
-                           num_classes=4, ignore_index=IGNORE, settings=TrainSettings(epochs=1, batch_size=2, lr=0.01,
-                                                                                     crop_size=64),
+                           num_classes=4, ignore_index=IGNORE,
+                           settings=TrainSettings(epochs=1, batch_size=2, lr=0.01, crop_size=64),
                            seed=0, device="cpu", on_epoch=lambda *a: None, progress=False)
 
 

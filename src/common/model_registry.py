@@ -308,5 +308,3 @@ def to_json_value(value: object, where: str, *, finite: bool = False, depth: int
             return to_json_value(scalar, where, finite=finite, depth=depth + 1)
     raise ValueError(f"registry entry field {where} has a value of type {type(value).__name__} "
                      "that JSON cannot store; pass numbers, strings, lists or dicts")
-
-

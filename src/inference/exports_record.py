@@ -11,7 +11,6 @@ from src.common.errors import UserError
 from src.common.run_dir import CONFIG_FILE, EXPORTS_FILE, METADATA_FILE
 
 
-
 def run_dir_of(checkpoint: Path) -> Optional[Path]:
     """The run directory a checkpoint sits in, None for a checkpoint outside one."""
     folder = Path(checkpoint).resolve().parent

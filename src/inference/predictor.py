@@ -162,5 +162,6 @@ def _load_onnx(path: Path) -> Predictor:
                                       "dataset_fingerprints", "version")},
             "checkpoint": str(path), "onnx_sha256": file_sha256(path)}
     imgsz = tuple(fields["imgsz"]) if fields["imgsz"] else None
-    return Predictor(task=fields["task"], subtask=fields["subtask"], class_names=[str(n) for n in fields["class_names"]],
+    return Predictor(task=fields["task"], subtask=fields["subtask"],
+                     class_names=[str(n) for n in fields["class_names"]],
                      provenance=prov, backend=backend, imgsz=imgsz, preprocessing=fields["preprocessing"])

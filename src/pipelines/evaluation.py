@@ -43,7 +43,8 @@ class EvalRequest:
 
 
 def config_mismatch_lines(cm: ConfigManager, ckpt: Dict[str, Any]) -> List[str]:
-    """The documented `Config hash mismatch!` warning plus one `key: checkpoint -> current` line per difference; [] when hashes match."""
+    """The documented `Config hash mismatch!` warning plus one `key: checkpoint -> current` line per difference;
+    [] when the hashes match."""
     current = cm.get_config_hash()
     if ckpt["config_hash"] == current:
         return []

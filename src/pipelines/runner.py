@@ -113,7 +113,7 @@ def _plan(request: TrainRequest) -> RunPlan:
 
     trackers = live_settings(job.config, mlflow=request.mlflow, wandb=request.wandb)  # bad tracking config fails now
     return RunPlan(request=request, job=job, device=device, data=data, resume=resume,
-                 tracking=any(t.enabled for t in trackers))
+                   tracking=any(t.enabled for t in trackers))
 
 
 def _writable_registry(registry, request: TrainRequest):
@@ -288,4 +288,3 @@ def display_path(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(Path(path).resolve())
-

@@ -1,4 +1,5 @@
-"""Evaluate every registered run of a subtask on one test set and rank them (a batch-evaluation loop over the registry, as one command).
+"""Evaluate every registered run of a subtask on one test set and rank them (a batch-evaluation loop over the
+registry, as one command).
 
 Each run is evaluated with its own config.yaml and checkpoint. A result is cached beside the run as
 `<run dir>/evaluations/leaderboard-<key>.json`, the key being a hash of (checkpoint sha256, test-data content

@@ -163,7 +163,8 @@ CASES = [
     ("resume missing run", det_train("--resume", "no_such_run"), r"unknown run 'no_such_run'|not supported"),
     # ---- registry and other commands
     ("registry best unknown metric mode", ("registry", "best", "--task", "vehicle_detection", "--metric",
-                                           "best_val_metric", "--mode", "sideways"), r"argument --mode: invalid choice: 'sideways'.*--help"),
+                                           "best_val_metric", "--mode", "sideways"),
+     r"argument --mode: invalid choice: 'sideways'.*--help"),
     ("train missing argument", ("train", "--config", DET, "--task", "detection"),
      r"the following arguments are required: --train-data, --val-data"),
     ("unknown command", ("trian",), r"invalid choice: 'trian'"),
@@ -270,4 +271,3 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(results, case_id, comm
     assert not outputs.exists() or list(outputs.iterdir()) == []
     assert results["registry"].read_bytes() == results["registry_before"]
     assert not list(results["ws"].glob("**/*.tmp")) and not list(results["ws"].glob("**/.*.tmp"))
-

@@ -178,8 +178,8 @@ def evaluate(ctx) -> EvalOutcome:
     evaluation = section(ctx.config, "detection", "evaluation")
     model = ctx.data.extras["model"]
     found = evaluate_yolo(model_spec=model["model_spec"], model_state=model["model_state"],
-                         data_yaml=data_yaml, split="test", imgsz=model["model_spec"]["imgsz"],
-                         batch=evaluation["batch_size"], device=ctx.device,
-                         project_dir=ctx.output_dir.parent, name=ctx.output_dir.name,
-                         conf=evaluation["conf"], iou=evaluation["iou"], plots=evaluation["plots"])
+                          data_yaml=data_yaml, split="test", imgsz=model["model_spec"]["imgsz"],
+                          batch=evaluation["batch_size"], device=ctx.device,
+                          project_dir=ctx.output_dir.parent, name=ctx.output_dir.name,
+                          conf=evaluation["conf"], iou=evaluation["iou"], plots=evaluation["plots"])
     return EvalOutcome(metrics=found["metrics"], per_class=found["per_class"], details=found["details"])

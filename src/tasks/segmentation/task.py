@@ -21,7 +21,6 @@ RESUME_SAFE_KEYS = ("device", "checkpoint.save_every", "checkpoint.keep_last", "
                     "segmentation.evaluation.batch_size")
 
 
-
 def resolve_classes(config: Dict[str, Any], subtask: str, data_yaml: Optional[str]):
     """(names, ignore_index) from --data-yaml, checked against segmentation.tasks.<subtask>."""
     from src.data.segmentation_data import load_segmentation_yaml
